@@ -1,0 +1,53 @@
+"""Helpers shared by the plugin's command-line tools."""
+import os.path as osp
+import sys
+from typing import Callable
+
+import torch
+from mmengine.config import Config
+
+from .utils.errors import BMAIUError, CheckpointError, ConfigValueError
+
+
+def finalize_config(cfg: Config) -> Config:
+    """Apply the plugin's run-time conventions to a loaded config.
+
+    * ``gloo`` instead of ``nccl`` when there is no GPU (CPU runs, ``--launcher pytorch``).
+    * ``evaluate_attack`` (a preset name or list, see :mod:`bmaiu_plugin.evaluation.presets`)
+      becomes the probe loop's ``triggers``: the evaluator's knowledge of the attack.
+    * The top-level ``encoder_checkpoint`` (what users pass with
+      ``--cfg-options encoder_checkpoint=PATH``) is copied into every model dict that declares an
+      ``encoder_checkpoint`` field, after checking the file exists.
+    """
+    import bmaiu_plugin  # noqa: F401  (registers components, applies the stack fixes)
+    if not torch.cuda.is_available() and cfg.get('env_cfg', None) is not None:
+        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if 'encoder_checkpoint' in cfg:
+        path = cfg.encoder_checkpoint
+        if path in (None, ''):
+            if not cfg.get('resume', False):
+                raise ConfigValueError(
+                    'this config starts from an existing encoder: pass '
+                    '--cfg-options encoder_checkpoint=PATH (an mmengine checkpoint, a state '
+                    'dict or a .safetensors file)')
+        elif not osp.isfile(path):
+            raise CheckpointError(f'encoder_checkpoint not found: {path}')
+        if isinstance(cfg.get('model'), dict) and 'encoder_checkpoint' in cfg.model:
+            cfg.model.encoder_checkpoint = path
+    if cfg.get('evaluate_attack', None):
+        from .evaluation.presets import expand_attacks
+        triggers = expand_attacks(cfg.evaluate_attack)
+        for key in ('val_cfg', 'test_cfg'):
+            if isinstance(cfg.get(key), dict) and cfg[key].get('type') == 'BackdoorProbeLoop':
+                cfg[key].triggers = triggers
+    return cfg
+
+
+def run_cli(fn: Callable[[], object]) -> int:
+    """Run ``fn``; turn a :class:`BMAIUError` into one ``error:`` line and exit status 2."""
+    try:
+        fn()
+    except BMAIUError as e:
+        print(f'error: {e}', file=sys.stderr, flush=True)
+        return 2
+    return 0

@@ -1,0 +1,105 @@
+"""Narrow fixes for the mmengine / mmcv / torch / numpy combination this plugin runs on.
+
+Both are applied once, when :mod:`bmaiu_plugin` is imported:
+
+* :func:`patch_checkpoint_loader`: torch >= 2.6 loads with ``weights_only=True`` by default and
+  mmengine 0.10.7 calls ``torch.load`` without the argument, so mmengine's own checkpoints
+  (``resume``, ``load_from``, ``init_cfg=dict(type='Pretrained')``) fail on ``HistoryBuffer``.
+  The replacement local loader keeps ``weights_only=True`` and allow-lists only the plain-data
+  classes mmengine writes (``HistoryBuffer`` is made to pickle its data only, not the functions
+  mmengine attaches to it) (see :data:`bmaiu_plugin.utils.checkpoint.SAFE_GLOBALS`), so no file,
+  suspect encoder or resume file, can execute code when it is loaded.
+* :func:`patch_adjust_hue`: ``mmcv.image.adjust_hue`` computes ``np.uint8(hue_factor * 255)``,
+  which raises ``OverflowError`` under numpy 2 for negative factors (every ``ColorJitter`` with
+  ``hue > 0``).  The replacement computes the same wrapped uint8 shift numpy 1 produced.
+"""
+import os.path as osp
+
+import numpy as np
+
+_PATCHED = set()
+
+
+def patch_checkpoint_loader() -> None:
+    """Re-register mmengine's local checkpoint loader with a tensors-only ``torch.load``."""
+    if 'checkpoint' in _PATCHED:
+        return
+    from mmengine.logging.history_buffer import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from .utils.checkpoint import safe_torch_load
+
+    def __getstate__(self) -> dict:
+        # mmengine pickles the class-level dict of statistics *functions* with every buffer
+        # (as getattr(HistoryBuffer, 'min') ...), which no tensors-only loader may accept; they
+        # are class attributes restored on unpickling anyway, so only plain data is written.
+        state = dict(self.__dict__)
+        state.pop('statistics_methods', None)
+        return state
+
+    HistoryBuffer.__getstate__ = __getstate__
+
+    @CheckpointLoader.register_scheme(prefixes='', force=True)
+    def load_from_local(filename, map_location):  # noqa: D401 - mmengine signature
+        """Load a local checkpoint as tensors and plain data only."""
+        filename = osp.expanduser(filename)
+        if not osp.isfile(filename):
+            raise FileNotFoundError(f'{filename} can not be found.')
+        return safe_torch_load(filename, map_location=map_location)
+
+    _PATCHED.add('checkpoint')
+
+
+def _hue_shift(hue_factor: float) -> np.uint8:
+    """The uint8 hue shift numpy 1 computed for ``np.uint8(hue_factor * 255)``."""
+    return np.uint8(int(hue_factor * 255) % 256)
+
+
+def patch_adjust_hue() -> None:
+    """Replace ``mmcv.adjust_hue`` with a numpy-2-safe version of the same arithmetic."""
+    if 'hue' in _PATCHED:
+        return
+    import cv2
+    import mmcv
+    import mmcv.image
+    import mmcv.image.photometric as photometric
+    from PIL import Image
+
+    original = photometric.adjust_hue
+
+    def adjust_hue(img: np.ndarray, hue_factor: float, backend=None) -> np.ndarray:
+        if backend is None:
+            backend = photometric.imread_backend
+        if backend not in ['cv2', 'pillow']:
+            raise ValueError(f'backend: {backend} is not supported.'
+                             f"Supported backends are 'cv2', 'pillow'")
+        if not (-0.5 <= hue_factor <= 0.5):
+            raise ValueError(f'hue_factor:{hue_factor} is not in [-0.5, 0.5].')
+        if not (isinstance(img, np.ndarray) and (img.ndim in {2, 3})):
+            raise TypeError('img should be ndarray with dim=[2 or 3].')
+        shift = _hue_shift(hue_factor)
+        if backend == 'pillow':
+            assert img.dtype == np.uint8, 'Pillow backend only support uint8 type'
+            pil_image = Image.fromarray(img[..., ::-1], mode='RGB')
+            h, s, v = pil_image.convert('HSV').split()
+            np_h = np.array(h, dtype=np.uint8) + shift  # uint8 addition wraps
+            pil_image = Image.merge('HSV', (Image.fromarray(np_h, 'L'), s, v)).convert('RGB')
+            return np.array(pil_image, dtype=img.dtype)[..., ::-1]
+        dtype = img.dtype
+        hsv_img = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_BGR2HSV_FULL)
+        h, s, v = cv2.split(hsv_img)
+        h = h.astype(np.uint8) + shift  # uint8 addition wraps around the hue circle
+        return cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2BGR_FULL).astype(dtype)
+
+    adjust_hue.__doc__ = original.__doc__
+    adjust_hue.__wrapped__ = original
+    photometric.adjust_hue = adjust_hue
+    mmcv.image.adjust_hue = adjust_hue
+    mmcv.adjust_hue = adjust_hue
+    _PATCHED.add('hue')
+
+
+def apply_patches() -> None:
+    """Apply every fix; safe to call repeatedly."""
+    patch_checkpoint_loader()
+    patch_adjust_hue()

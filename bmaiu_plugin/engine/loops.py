@@ -1,0 +1,211 @@
+"""The linear-probe backdoor evaluation as an mmengine val/test loop.
+
+SSL models have no ``predict`` mode, so the usual ``ValLoop`` cannot evaluate them.  This loop
+extracts encoder features itself (clean labeled train split, clean test split, and the test split
+with each trigger stamped on the device), hands them to :class:`BackdoorProbeMetric`, and writes
+``metrics.json`` into the work dir.
+"""
+import json
+import os.path as osp
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmengine.dist import all_reduce, get_rank, is_main_process
+from mmengine.model import is_model_wrapper
+from mmengine.runner import ValLoop
+from torch.utils.data import DataLoader
+
+from ..evaluation.metric import CLEAN, PROBE_TRAIN, REFERENCE
+from ..evaluation.probe import PixelNormalizer, pool_features
+from ..registry import LOOPS
+from ..triggers import build_trigger
+
+#: CIFAR-10 mean / std on the 0-255 scale (the default when the model has no preprocessor stats).
+CIFAR10_MEAN = (125.307, 122.961, 113.8575)
+CIFAR10_STD = (51.5865, 50.847, 51.255)
+
+
+def batch_images(data_batch: dict) -> torch.Tensor:
+    """The ``(B, C, H, W)`` pixel-space images of an mmpretrain data batch."""
+    inputs = data_batch['inputs']
+    if isinstance(inputs, (list, tuple)):
+        inputs = torch.stack(list(inputs))
+    return inputs
+
+
+def batch_labels_and_idx(data_batch: dict):
+    samples = data_batch['data_samples']
+    labels = [int(s.gt_label.item()) if hasattr(s, 'gt_label') else int(s['gt_label'])
+              for s in samples]
+    idx = [int(s.metainfo.get('sample_idx', -1)) if hasattr(s, 'metainfo') else
+           int(s.get('sample_idx', -1)) for s in samples]
+    return labels, idx
+
+
+def model_normalizer(model: nn.Module, normalize: Optional[dict]) -> PixelNormalizer:
+    """Normalization from the loop config, else from the model's data preprocessor."""
+    if normalize is not None:
+        return PixelNormalizer(**normalize)
+    dp = getattr(model, 'data_preprocessor', None)
+    mean, std = getattr(dp, 'mean', None), getattr(dp, 'std', None)
+    if mean is not None and std is not None:
+        return PixelNormalizer(mean.flatten().tolist(), std.flatten().tolist(),
+                               bgr_to_rgb=bool(getattr(dp, '_channel_conversion', False)))
+    return PixelNormalizer(CIFAR10_MEAN, CIFAR10_STD)
+
+
+def default_probe_encoders(model: nn.Module) -> Dict[str, dict]:
+    """``{'encoder': {'encoder': backbone}}`` for an mmpretrain model or a bare backbone."""
+    if hasattr(model, 'probe_encoders'):
+        return model.probe_encoders()
+    if hasattr(model, 'backbone'):
+        return {'encoder': dict(encoder=model.backbone)}
+    return {'encoder': dict(encoder=model)}
+
+
+@LOOPS.register_module()
+class BackdoorProbeLoop(ValLoop):
+    """Validate or test an encoder with a linear probe: BA, ASR, PA per trigger.
+
+    Args:
+        runner (Runner): The runner.
+        dataloader (DataLoader | dict): The labeled **test** split (images as uint8 tensors, no
+            augmentation).
+        evaluator (dict | list): Must contain a ``BackdoorProbeMetric``.
+        probe_dataloader (DataLoader | dict): The labeled split the probe is trained on.
+        triggers (list[dict]): The attacker's triggers, known to the evaluator only:
+            ``dict(name=str, trigger=dict(type=...), target=int)``.  A model's own triggers
+            (e.g. BMAIU's custom one) come from ``model.probe_encoders()``.
+        normalize (dict, optional): ``dict(mean=..., std=...)`` on the 0-255 scale; defaults to
+            the model's data preprocessor's.
+        mode (str): ``'val'`` or ``'test'`` (which hooks are called).
+        metrics_file (str): File name written in the work dir (rank 0).
+        seed (int): Seed of random trigger positions at test time.
+        fp16 (bool): Autocast feature extraction.
+    """
+
+    def __init__(self, runner, dataloader: Union[DataLoader, dict], evaluator,
+                 probe_dataloader: Union[DataLoader, dict], triggers: Sequence[dict] = (),
+                 normalize: Optional[dict] = None, mode: str = 'val',
+                 metrics_file: str = 'metrics.json', seed: int = 0, fp16: bool = False):
+        super().__init__(runner, dataloader, evaluator, fp16=fp16)
+        if isinstance(probe_dataloader, dict):
+            probe_dataloader = runner.build_dataloader(probe_dataloader, seed=runner.seed)
+        self.probe_dataloader = probe_dataloader
+        self.triggers = [dict(name=t['name'], trigger=build_trigger(t['trigger']),
+                              target=int(t.get('target', -1))) for t in triggers]
+        names = [t['name'] for t in self.triggers]
+        if len(set(names)) != len(names) or set(names) & {PROBE_TRAIN, CLEAN, REFERENCE}:
+            raise ValueError(f'trigger names must be unique and not reserved: {names}')
+        self.normalize_cfg = normalize
+        self.mode = mode
+        self.metrics_file = metrics_file
+        self.seed = seed
+
+    # feature extraction ---------------------------------------------------------------
+    def _features(self, encoder: nn.Module, norm: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(imgs.device.type, enabled=self.fp16):
+            return pool_features(encoder(norm(imgs))).float().cpu()
+
+    @torch.no_grad()
+    def _extract(self, encoder: nn.Module, norm: nn.Module, triggers: List[dict],
+                 reference: Optional[torch.Tensor]) -> int:
+        device = next(encoder.parameters()).device
+        metric_in = lambda _, samples: self.evaluator.process(data_samples=samples)
+        n = 0
+        for data_batch in self.probe_dataloader:
+            imgs = batch_images(data_batch).to(device)
+            labels, idx = batch_labels_and_idx(data_batch)
+            feats = self._features(encoder, norm, imgs)
+            metric_in(None, [dict(feat=f, label=l, set=PROBE_TRAIN, idx=i)
+                             for f, l, i in zip(feats, labels, idx)])
+            n += len(labels)
+        gen = torch.Generator(device=device).manual_seed(self.seed * 1000 + get_rank())
+        for it, data_batch in enumerate(self.dataloader):
+            self.runner.call_hook(f'before_{self.mode}_iter', batch_idx=it, data_batch=data_batch)
+            imgs = batch_images(data_batch).to(device)
+            labels, idx = batch_labels_and_idx(data_batch)
+            for name, trig, target in [(CLEAN, None, -1)] + [
+                    (t['name'], t['trigger'], t['target']) for t in triggers]:
+                x = imgs if trig is None else trig.to(device)(imgs, generator=gen)
+                feats = self._features(encoder, norm, x)
+                metric_in(None, [dict(feat=f, label=l, set=name, idx=i, target=target)
+                                 for f, l, i in zip(feats, labels, idx)])
+                n += len(labels)
+            self.runner.call_hook(f'after_{self.mode}_iter', batch_idx=it,
+                                  data_batch=data_batch, outputs=None)
+        if reference is not None:  # on every rank: the gather zips equal-length parts
+            feats = self._features(encoder, norm, reference.to(device))
+            metric_in(None, [dict(feat=f, label=-1, set=REFERENCE, idx=i)
+                             for i, f in enumerate(feats)])
+        return n
+
+    def _evaluate_encoder(self, model: nn.Module, spec: dict) -> dict:
+        encoder = spec['encoder']
+        was_training = encoder.training
+        encoder.eval()
+        norm = model_normalizer(model, self.normalize_cfg).to(next(encoder.parameters()).device)
+        triggers = list(self.triggers) + list(spec.get('triggers', []))
+        self._extract(encoder, norm, triggers, spec.get('reference'))
+        encoder.train(was_training)
+        size = torch.tensor(sum(len(m.results) for m in self.evaluator.metrics[:1]))
+        all_reduce(size)  # padded samplers give every rank the same count
+        return self.evaluator.evaluate(int(size.item()))
+
+    def run(self) -> dict:
+        """Evaluate every encoder the model exposes; write and return the metrics."""
+        self.runner.call_hook(f'before_{self.mode}')
+        self.runner.call_hook(f'before_{self.mode}_epoch')
+        model = self.runner.model.module if is_model_wrapper(self.runner.model) else \
+            self.runner.model
+        specs = default_probe_encoders(model)
+        report, flat = {}, {}
+        for name, spec in specs.items():
+            metrics = self._evaluate_encoder(model, spec)
+            report[name] = metrics
+            flat.update({f'{name}/{k}': v for k, v in metrics.items()})
+        if hasattr(model, 'probe_diagnostics'):
+            diag = model.probe_diagnostics(self.dataloader, model_normalizer(
+                model, self.normalize_cfg))
+            report.update(diag)
+            flat.update(diag)
+        summary = summarize(report)
+        if is_main_process():
+            self.write_metrics(summary)
+        self.runner.logger.info('backdoor probe: ' + json.dumps(summary))
+        self.runner.call_hook(f'after_{self.mode}_epoch', metrics=flat)
+        self.runner.call_hook(f'after_{self.mode}')
+        return flat
+
+    def write_metrics(self, summary: dict) -> None:
+        path = osp.join(self.runner.work_dir, self.metrics_file)
+        with open(path, 'w') as f:
+            json.dump(summary, f, indent=2)
+        print(f'[bmaiu_plugin] metrics written to {path}:\n{json.dumps(summary, indent=2)}',
+              flush=True)
+
+
+def _encoder_summary(m: dict) -> dict:
+    names = sorted({k.split('/')[0] for k in m if '/' in k})
+    out = {'BA': m['BA']}
+    for key in ('ASR', 'PA', 'ASR_all', 'target'):
+        vals = [m[f'{n}/{key}'] for n in names]
+        if vals:
+            out[key] = vals[0] if len(vals) == 1 else vals
+    if names:
+        out['triggers'] = names[0] if len(names) == 1 else names
+    if 'reference_class' in m:
+        out['reference_class'] = m['reference_class']
+    return {k: (round(v, 2) if isinstance(v, float) else
+                [round(x, 2) for x in v] if isinstance(v, list) and v and isinstance(v[0], float)
+                else v) for k, v in out.items()}
+
+
+def summarize(report: dict) -> dict:
+    """``metrics.json`` content: flat for one encoder, one entry per encoder otherwise."""
+    encs = {k: v for k, v in report.items() if isinstance(v, dict) and 'BA' in v}
+    extra = {k: v for k, v in report.items() if k not in encs}
+    if list(encs) == ['encoder']:
+        return {**_encoder_summary(encs['encoder']), **extra}
+    return {**{k: _encoder_summary(v) for k, v in encs.items()}, **extra}

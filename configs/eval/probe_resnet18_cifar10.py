@@ -1,0 +1,13 @@
+# Linear-probe backdoor evaluation of any CIFAR ResNet-18 encoder checkpoint (BA / ASR / PA):
+#   mim test bmaiu_plugin configs/eval/probe_resnet18_cifar10.py \
+#       --cfg-options encoder_checkpoint=PATH evaluate_attack=badencoder
+# PATH: an mmengine checkpoint of an SSL model, a plain state dict or a .safetensors file
+# (loaded as tensors only).  evaluate_attack: 'badencoder' | 'estas' | 'sslbackdoor' | 'ctrl' |
+# 'multitarget' (or a list); none reports BA only.
+_base_ = ['../_base_/datasets/cifar10_probe.py', '../_base_/default_runtime.py']
+encoder_checkpoint = None  # required
+evaluate_attack = None
+model = dict(type='ProbedEncoder',
+             backbone=dict(type='ResNet_CIFAR', depth=18, norm_cfg=dict(type='BN')),
+             encoder_checkpoint=encoder_checkpoint,
+             mean=[125.307, 122.961, 113.8575], std=[51.5865, 50.847, 51.255])

@@ -1,0 +1,114 @@
+"""Shared fixtures: the real CIFAR-10 folder (skipped when absent) and a tiny fake one."""
+import os
+import os.path as osp
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CIFAR_FOLDER = 'cifar-10-batches-py'
+CIFAR_FILES = ['data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5',
+               'test_batch']
+CIFAR_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
+                 'ship', 'truck']
+
+#: Sizes of the fake CIFAR-10 folder.
+FAKE_PER_TRAIN_BATCH = 8
+FAKE_TEST = 100
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """The test machine has 2 cores shared with a training job: keep torch on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _has_cifar(root) -> bool:
+    return bool(root) and all(osp.isfile(osp.join(root, CIFAR_FOLDER, f)) for f in CIFAR_FILES)
+
+
+@pytest.fixture(scope='session')
+def cifar_root():
+    """The folder holding ``cifar-10-batches-py/``.
+
+    ``$BMAIU_DATA_ROOT`` if set and complete, else ``<repo>/data/cifar10``; skips otherwise.
+    """
+    tried = []
+    env = os.environ.get('BMAIU_DATA_ROOT')
+    if env:
+        tried.append(osp.abspath(env))
+        if _has_cifar(env):
+            return osp.abspath(env)
+    local = osp.join(REPO_ROOT, 'data', 'cifar10')
+    tried.append(local)
+    if _has_cifar(local):
+        return local
+    pytest.skip(f'real CIFAR-10 not found (looked for {CIFAR_FOLDER}/ in {", ".join(tried)}); '
+                'set BMAIU_DATA_ROOT or build data/cifar10')
+
+
+def fake_cifar_arrays(n: int, seed: int):
+    """``(data (n, 3072) uint8, labels list)`` deterministic for ``seed``."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in (np.arange(n) + seed) % 10]
+    return data, labels
+
+
+def write_fake_cifar(root: str, per_train_batch: int = FAKE_PER_TRAIN_BATCH,
+                     n_test: int = FAKE_TEST) -> dict:
+    """Write a CIFAR-10-format folder under ``root``; return the arrays written per file."""
+    folder = osp.join(root, CIFAR_FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    written = {}
+    for i, name in enumerate(CIFAR_FILES):
+        n = n_test if name == 'test_batch' else per_train_batch
+        data, labels = fake_cifar_arrays(n, seed=i)
+        with open(osp.join(folder, name), 'wb') as f:
+            # str keys: the official files are Python-2 pickles whose keys mmpretrain's
+            # ``pickle.loads(..., encoding='latin1')`` reads as str ('data', 'labels'); bytes
+            # keys (b'data') would stay bytes and mmpretrain's entry['data'] would not find them
+            pickle.dump({'batch_label': name, 'data': data, 'labels': labels,
+                         'filenames': [f'{j}.png' for j in range(n)]}, f, protocol=2)
+        written[name] = (data, labels)
+    with open(osp.join(folder, 'batches.meta'), 'wb') as f:
+        pickle.dump({'label_names': list(CIFAR_CLASSES), 'num_cases_per_batch': per_train_batch,
+                     'num_vis': 3072}, f, protocol=2)
+    return written
+
+
+@pytest.fixture
+def fake_cifar(tmp_path):
+    """``(root, written)``: a tiny fake CIFAR-10 folder (5 x 8 train, 100 test images)."""
+    root = tmp_path / 'fake_cifar'
+    written = write_fake_cifar(str(root))
+    return str(root), written
+
+
+STOCK_MMENGINE_WRITER = """
+import sys, torch
+from collections import OrderedDict
+from mmengine.logging import MessageHub   # no bmaiu_plugin here: stock mmengine pickling
+hub = MessageHub(name='stock')
+hub.update_scalar('train/loss', 0.75)
+torch.save({'meta': {'epoch': 1},
+            'state_dict': OrderedDict([('backbone.w', torch.arange(3.))]),
+            'message_hub': hub.state_dict()}, sys.argv[1])
+"""
+
+
+@pytest.fixture(scope='session')
+def stock_mmengine_ckpt(tmp_path_factory):
+    """An mmengine-style checkpoint (with a message_hub of HistoryBuffers) written by a process
+    that never imported bmaiu_plugin, i.e. with stock mmengine's pickling."""
+    import subprocess
+    import sys
+    path = str(tmp_path_factory.mktemp('stock_mmengine') / 'epoch_1.pth')
+    subprocess.run([sys.executable, '-c', STOCK_MMENGINE_WRITER, path], check=True, timeout=120,
+                   capture_output=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    return path
