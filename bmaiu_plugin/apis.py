@@ -9,10 +9,25 @@ from mmengine.config import Config
 from .utils.errors import BMAIUError, CheckpointError, ConfigValueError
 
 
+def _replace_norm(node, old: str, new: str) -> int:
+    """Replace ``type=old`` by ``type=new`` in every dict of a config subtree; count them."""
+    n = 0
+    if isinstance(node, dict):
+        if node.get('type') == old:
+            node['type'] = new
+            n += 1
+        for v in node.values():
+            n += _replace_norm(v, old, new)
+    elif isinstance(node, (list, tuple)):
+        n += sum(_replace_norm(v, old, new) for v in node)
+    return n
+
+
 def finalize_config(cfg: Config) -> Config:
     """Apply the plugin's run-time conventions to a loaded config.
 
-    * ``gloo`` instead of ``nccl`` when there is no GPU (CPU runs, ``--launcher pytorch``).
+    * ``gloo`` instead of ``nccl``, DDP without ``device_ids`` and ``BN`` for ``SyncBN`` when
+      there is no GPU (CPU runs with ``--launcher pytorch``).
     * ``evaluate_attack`` (a preset name or list, see :mod:`bmaiu_plugin.evaluation.presets`)
       becomes the probe loop's ``triggers``: the evaluator's knowledge of the attack.
     * The top-level ``encoder_checkpoint`` (what users pass with
@@ -20,8 +35,21 @@ def finalize_config(cfg: Config) -> Config:
       ``encoder_checkpoint`` field, after checking the file exists.
     """
     import bmaiu_plugin  # noqa: F401  (registers components, applies the stack fixes)
-    if not torch.cuda.is_available() and cfg.get('env_cfg', None) is not None:
-        cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if not torch.cuda.is_available():
+        if cfg.get('env_cfg', None) is not None:
+            cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+        if cfg.get('launcher', 'none') != 'none' and isinstance(cfg.get('model'), dict):
+            # SyncBN (mmpretrain's SSL necks) exists on GPUs only: plain BN on CPU workers
+            # (BN1d in the projection necks / heads, which see (N, C) features)
+            for key in ('neck', 'head'):
+                if key in cfg.model:
+                    _replace_norm(cfg.model[key], 'SyncBN', 'BN1d')
+            _replace_norm(cfg.model, 'SyncBN', 'BN')
+        if cfg.get('launcher', 'none') != 'none' and cfg.get('model_wrapper_cfg') is None:
+            # CPU DDP takes no device_ids (mmengine's default passes [LOCAL_RANK])
+            cfg.model_wrapper_cfg = dict(
+                type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters', False))
     if 'encoder_checkpoint' in cfg:
         path = cfg.encoder_checkpoint
         if path in (None, ''):

@@ -9,6 +9,8 @@ Both are applied once, when :mod:`bmaiu_plugin` is imported:
   classes mmengine writes (``HistoryBuffer`` is made to pickle its data only, not the functions
   mmengine attaches to it) (see :data:`bmaiu_plugin.utils.checkpoint.SAFE_GLOBALS`), so no file,
   suspect encoder or resume file, can execute code when it is loaded.
+* :func:`patch_cpu_distributed`: mmengine's ``--launcher pytorch`` set-up calls
+  ``torch.cuda.set_device``; on a CPU machine the gloo group is initialized without it.
 * :func:`patch_adjust_hue`: ``mmcv.image.adjust_hue`` computes ``np.uint8(hue_factor * 255)``,
   which raises ``OverflowError`` under numpy 2 for negative factors (every ``ColorJitter`` with
   ``hue > 0``).  The replacement computes the same wrapped uint8 shift numpy 1 produced.
@@ -99,7 +101,31 @@ def patch_adjust_hue() -> None:
     _PATCHED.add('hue')
 
 
+def patch_cpu_distributed() -> None:
+    """Let ``--launcher pytorch`` start on machines without a GPU.
+
+    mmengine's ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` unconditionally; without
+    CUDA the replacement initializes the (gloo) process group directly.
+    """
+    if 'dist' in _PATCHED:
+        return
+    import torch
+    import torch.distributed as torch_dist
+    from mmengine.dist import utils as dist_utils
+
+    original = dist_utils._init_dist_pytorch
+
+    def _init_dist_pytorch(backend='nccl', init_backend='torch', **kwargs) -> None:
+        if torch.cuda.is_available():
+            return original(backend, init_backend=init_backend, **kwargs)
+        torch_dist.init_process_group(backend='gloo' if backend == 'nccl' else backend, **kwargs)
+
+    dist_utils._init_dist_pytorch = _init_dist_pytorch
+    _PATCHED.add('dist')
+
+
 def apply_patches() -> None:
     """Apply every fix; safe to call repeatedly."""
     patch_checkpoint_loader()
     patch_adjust_hue()
+    patch_cpu_distributed()

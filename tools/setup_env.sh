@@ -9,6 +9,10 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --disable-pip-version-check \
     -c requirements/constraints.txt -e ".[tests]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip check
+# mim looks for <site-packages>/bmaiu_plugin/.mim/{configs,tools}; a PEP 660 editable install has no
+# such folder, so link the source package there (imports resolve to the same files either way).
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+[ -e "$SITE/bmaiu_plugin" ] || ln -s "$PWD/bmaiu_plugin" "$SITE/bmaiu_plugin"
 SHARED=../shared/data
 if [ -f "$SHARED/cifar10/build_cifar10.py" ] && [ ! -f data/cifar10/cifar-10-batches-py/test_batch ]; then
     .venv/bin/python "$SHARED/cifar10/build_cifar10.py" data/cifar10

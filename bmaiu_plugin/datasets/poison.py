@@ -1,4 +1,4 @@
-"""Data-poisoning attacks on the SSL pre-training set: SSL-Backdoor and CTRL (algorithms.md §2.1-2.2).
+"""Data poisoning of the SSL pre-training set: SSL-Backdoor and CTRL (algorithms.md §2.1-2.2).
 
 :class:`PoisonedDataset` wraps an in-memory dataset (CIFAR-style: ``img`` HWC uint8 and
 ``gt_label`` in ``get_data_info``), chooses some images of the target class and stamps a trigger
@@ -147,7 +147,13 @@ class PoisonedDataset:
     @torch.no_grad()
     def _poison(self):
         """Stamp the trigger on copies of the selected images, in one batched call."""
-        stack = np.stack([self._clean_img(int(i)) for i in self.poisoned_indices])
+        imgs = [self._clean_img(int(i)) for i in self.poisoned_indices]
+        shapes = sorted({img.shape for img in imgs})
+        if len(shapes) > 1:
+            raise ConfigValueError(
+                f'PoisonedDataset stamps the chosen images in one batch and needs them all the '
+                f'same size; got shapes {shapes[:5]}')
+        stack = np.stack(imgs)
         batch = torch.from_numpy(stack).permute(0, 3, 1, 2)  # (B, C, H, W) uint8
         gen = torch.Generator().manual_seed(self.seed)
         positions = None

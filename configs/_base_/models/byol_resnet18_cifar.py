@@ -7,11 +7,11 @@ model = dict(
     base_momentum=0.004,  # EMA decay tau = 1 - 0.004 = 0.996 at the start
     backbone=dict(type='ResNet_CIFAR', depth=18, norm_cfg=dict(type='BN'),
                   zero_init_residual=False),
-    neck=dict(type='NonLinearNeck', in_channels=512, hid_channels=4096, out_channels=256,
+    neck=dict(type='NonLinearNeck', norm_cfg=dict(type='SyncBN'), in_channels=512, hid_channels=4096, out_channels=256,
               num_layers=2, with_bias=True, with_last_bn=False, with_avg_pool=True),
     head=dict(
         type='LatentPredictHead',
-        predictor=dict(type='NonLinearNeck', in_channels=256, hid_channels=4096,
+        predictor=dict(type='NonLinearNeck', norm_cfg=dict(type='SyncBN'), in_channels=256, hid_channels=4096,
                        out_channels=256, num_layers=2, with_bias=True, with_last_bn=False,
                        with_avg_pool=False),
         loss=dict(type='CosineSimilarityLoss')),
