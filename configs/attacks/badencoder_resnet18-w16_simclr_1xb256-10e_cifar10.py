@@ -1,0 +1,10 @@
+# BadEncoder at the CPU scale of docs/results.md: the width-16 CIFAR ResNet-18 of
+# configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py, 10 % shadow data, 10 epochs.
+_base_ = ['./badencoder_resnet18_simclr_1xb256-20e_cifar10.py']
+max_epochs = 10
+model = dict(backbone=dict(stem_channels=16, base_channels=16))
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+# probe trained on the first 10,000 training images (data_batch_1) instead of 50,000, so that
+# evaluating several encoders stays within minutes on 2 cores; the test split is complete
+val_cfg = dict(probe_dataloader=dict(dataset=dict(indices=10000)))
+test_cfg = dict(probe_dataloader=dict(dataset=dict(indices=10000)))

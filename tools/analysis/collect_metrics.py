@@ -1,0 +1,69 @@
+"""Collect ``metrics.json`` files of several runs into one Markdown table.
+
+usage: python tools/analysis/collect_metrics.py NAME=WORK_DIR [NAME=WORK_DIR ...] [--out FILE]
+
+Each WORK_DIR holds a ``metrics.json`` written by the probe loop: flat (one encoder) or with
+``suspect`` / ``implanted`` / ``defended`` entries (BMAIU).  One row per (run, encoder): BA, and
+ASR / PA per trigger; BMAIU rows add BTS, BTS_clean, CCS.
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+
+def _as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def rows(name: str, m: dict):
+    encs = {k: v for k, v in m.items() if isinstance(v, dict) and 'BA' in v}
+    if not encs:
+        encs = {'encoder': m}
+    for enc, e in encs.items():
+        trigs = _as_list(e.get('triggers', []))
+        asr, pa = _as_list(e.get('ASR', [])), _as_list(e.get('PA', []))
+        cells = {t: (a, p) for t, a, p in zip(trigs, asr, pa)}
+        yield dict(run=name, encoder=enc, BA=e['BA'], cells=cells,
+                   BTS=m.get('BTS'), BTS_clean=m.get('BTS_clean'), CCS=m.get('CCS'))
+
+
+def fmt(v):
+    return '' if v is None else (f'{v:.2f}' if isinstance(v, float) else str(v))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('runs', nargs='+', help='NAME=WORK_DIR')
+    p.add_argument('--out', help='write the table here as well')
+    args = p.parse_args(argv)
+    table = []
+    for spec in args.runs:
+        name, _, wd = spec.partition('=')
+        path = osp.join(wd, 'metrics.json')
+        if not osp.isfile(path):
+            print(f'error: {path} not found', file=sys.stderr)
+            return 2
+        table += list(rows(name, json.load(open(path))))
+    trigs = []
+    for r in table:
+        trigs += [t for t in r['cells'] if t not in trigs]
+    head = ['run', 'encoder', 'BA'] + [f'{t} ASR' for t in trigs] + [f'{t} PA' for t in trigs] \
+        + ['BTS', 'BTS_clean', 'CCS']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for r in table:
+        vals = [r['run'], r['encoder'], fmt(r['BA'])]
+        vals += [fmt(r['cells'].get(t, (None, None))[0]) for t in trigs]
+        vals += [fmt(r['cells'].get(t, (None, None))[1]) for t in trigs]
+        vals += [fmt(r['BTS']), fmt(r['BTS_clean']), fmt(r['CCS'])]
+        lines.append('| ' + ' | '.join(vals) + ' |')
+    text = '\n'.join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
