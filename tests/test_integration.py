@@ -124,3 +124,22 @@ def test_short_simclr_on_real_cifar10_then_probe(cifar_root, tmp_path):
     m = json.load(open(tmp_path / 'metrics.json'))
     assert m['BA'] > 17., m
     assert 0. <= m['ASR'] <= 100. and m['triggers'] == 'badencoder'
+
+
+@pytest.mark.skipif(not osp.isfile(MIM), reason='mim not installed next to this python')
+def test_mim_run_plugin_tool(tmp_path):
+    """``mim run bmaiu_plugin TOOL`` finds the plugin's tools (here the results collector)."""
+    wd = tmp_path / 'run'
+    wd.mkdir()
+    (wd / 'metrics.json').write_text(json.dumps({
+        'suspect': {'BA': 50.0, 'ASR': 90.0, 'PA': 5.0, 'triggers': 'badencoder'},
+        'defended': {'BA': 49.0, 'ASR': [12.0, 3.0], 'PA': [40.0, 45.0],
+                     'triggers': ['badencoder', 'custom']},
+        'BTS': 0.9, 'BTS_clean': 0.4, 'CCS': 0.95}))
+    r = run([MIM, 'run', 'bmaiu_plugin', 'collect_metrics', f'x={wd}', '--out',
+             str(tmp_path / 't.md')], str(tmp_path), timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    table = (tmp_path / 't.md').read_text().splitlines()
+    assert table[0].startswith('| run | encoder | BA | badencoder ASR | custom ASR')
+    assert table[2] == '| x | suspect | 50.00 | 90.00 |  | 5.00 |  | 0.90 | 0.40 | 0.95 |'
+    assert table[3].startswith('| x | defended | 49.00 | 12.00 | 3.00 | 40.00 | 45.00 |')

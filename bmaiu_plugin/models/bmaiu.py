@@ -70,6 +70,10 @@ class BMAIU(EncoderFinetuneBase):
         hinge_margin (float): Margin of the hinge repulsion.
         repulsion_anchor (str): One of :data:`ANCHORS`.
         trigger_fraction (float): Share of each batch stamped with ``e`` in stage 2 (1 = all).
+        center_features (bool): Compute every loss cosine on features minus the suspect's mean
+            feature over the defense data.  A weak encoder's features share a large common
+            direction (clean images already have cosine ~0.9 to one another), which leaves
+            ``1 - cos`` losses almost no gradient; centering removes that direction.
         img_size (int): Image side, to check the trigger fits at build time.
         **kwargs: :class:`EncoderFinetuneBase` arguments (``encoder_checkpoint``, ``freeze_bn``,
             ``mean``, ``std``, ``seed``).
@@ -83,7 +87,7 @@ class BMAIU(EncoderFinetuneBase):
                  reference_anchor: float = 1., implant_target: str = 'suspect',
                  repulsion: str = 'cosine', hinge_margin: float = 0.,
                  repulsion_anchor: str = 'teacher', trigger_fraction: float = 1.,
-                 img_size: Optional[int] = 32, **kwargs):
+                 center_features: bool = False, img_size: Optional[int] = 32, **kwargs):
         super().__init__(backbone, frozen_copies=('suspect', 'teacher'), **kwargs)
         if repulsion not in REPULSIONS:
             raise ConfigValueError(f'repulsion must be one of {REPULSIONS}, got {repulsion!r}')
@@ -109,6 +113,9 @@ class BMAIU(EncoderFinetuneBase):
         self.repulsion, self.hinge_margin = repulsion, float(hinge_margin)
         self.repulsion_anchor = repulsion_anchor
         self.trigger_fraction = float(trigger_fraction)
+        self.center_features = bool(center_features)
+        #: mean suspect feature of the defense data (set with R; recomputed identically on resume)
+        self.feature_center: Optional[torch.Tensor] = None
         self.register_buffer('stage', torch.ones((), dtype=torch.long))
         self.reference: Optional[torch.Tensor] = None
         self.reference_info: dict = {}
@@ -120,6 +127,17 @@ class BMAIU(EncoderFinetuneBase):
         cfg.setdefault('seed', self.seed)
         self.reference, self.reference_info = select_reference(
             dataset, encode=self._encode_suspect, **cfg)
+        if self.center_features:
+            from .reference import dataset_arrays
+            imgs, _ = dataset_arrays(dataset)
+            self.feature_center = self._encode_suspect(imgs).mean(0).to(self.step.device)
+
+    def _cos(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The loss cosine: on centered features when ``center_features``."""
+        if self.feature_center is None:
+            return cosine(a, b)
+        c = self.feature_center.to(a)
+        return cosine(a - c, b - c)
 
     @torch.no_grad()
     def _encode_suspect(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -163,7 +181,7 @@ class BMAIU(EncoderFinetuneBase):
         with torch.no_grad():
             f0_x = self.features(self.suspect, x)
             f0_r = self.features(self.suspect, ref)
-        losses = dict(loss_consistency=(1 - cosine(f1_x, f0_x)).mean())
+        losses = dict(loss_consistency=(1 - self._cos(f1_x, f0_x)).mean())
         if self.implant_target == 'suspect' and self.reference_anchor == 0:
             target = f0_r
         else:
@@ -171,8 +189,8 @@ class BMAIU(EncoderFinetuneBase):
             target = f0_r if self.implant_target == 'suspect' else f1_r
             if self.reference_anchor > 0:
                 losses['loss_anchor'] = self.u1 * self.reference_anchor * \
-                    (1 - cosine(f1_r, f0_r)).mean()
-        losses['loss_effective'] = self.u1 * (1 - cosine(f1_xe, target)).mean()
+                    (1 - self._cos(f1_r, f0_r)).mean()
+        losses['loss_effective'] = self.u1 * (1 - self._cos(f1_xe, target)).mean()
         return losses
 
     def _unlearn_loss(self, x, ref, gen):
@@ -187,9 +205,9 @@ class BMAIU(EncoderFinetuneBase):
         if anchor is None:
             anchor = f2[2] if self.repulsion_anchor == 'student' else f2[2].detach()
         return dict(
-            loss_invariance=self.u2 * (1 - cosine(f2_xe, f1_x)).mean(),
-            loss_repulsion=self.u3 * self._repel(cosine(f2_xe, anchor)).mean(),
-            loss_consistency=(1 - cosine(f2_x, f1_x)).mean())
+            loss_invariance=self.u2 * (1 - self._cos(f2_xe, f1_x)).mean(),
+            loss_repulsion=self.u3 * self._repel(self._cos(f2_xe, anchor)).mean(),
+            loss_consistency=(1 - self._cos(f2_x, f1_x)).mean())
 
     # evaluation ---------------------------------------------------------------------------
     def probe_encoders(self) -> Dict[str, dict]:

@@ -6,7 +6,9 @@
 #   pretrain              SimCLR w16 (configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py)
 #   probe_clean           BA / BadEncoder-trigger ASR of the clean encoder
 #   badencoder            attack the clean encoder (10 % shadow data, 10 epochs)
-#   bmaiu VARIANT         defend the BadEncoder encoder; VARIANT is one of the ablation rows below
+#   bmaiu VARIANT         defend the BadEncoder encoder; VARIANT is one of the ablation rows below,
+#                         at the ablation budget: 5 % defense data, 3 implant + 10 unlearn epochs
+#   bmaiu_full VARIANT    the same at the paper's budget: 10 % data, 5 + 20 epochs
 #   table                 collect every metrics.json into $ROOT/results.md
 # env: ROOT (default work_dirs/cpu_study), CLEAN (clean encoder checkpoint; default
 #      $ROOT/simclr/epoch_$CLEAN_EPOCH.pth), CLEAN_EPOCH (default 8), PY (default python).
@@ -18,6 +20,9 @@ CLEAN_EPOCH=${CLEAN_EPOCH:-8}
 CLEAN=${CLEAN:-$ROOT/simclr/epoch_$CLEAN_EPOCH.pth}
 ATTACKED=$ROOT/badencoder/epoch_10.pth
 BMAIU_CFG=configs/bmaiu/bmaiu_resnet18-w16_simclr_1xb256-5e-20e_cifar10.py
+# the ablation budget (a BMAIU run at the paper's 10 % / 5+20 epochs takes ~25 min on 2 cores)
+ABLATION="train_dataloader.dataset.ratio=0.05 implant_epochs=3 custom_hooks.1.implant_epochs=3
+          train_cfg.max_epochs=13 train_cfg.val_interval=13"
 
 # ablation rows: name -> extra --cfg-options
 declare -A VARIANTS=(
@@ -28,7 +33,11 @@ declare -A VARIANTS=(
   [trigger8]="model.custom_trigger.size=8"
   [no_repulsion]="model.u3=0.0"
   [kmeans_ref]="model.reference.mode=kmeans"
-  [unlearn_only]="implant_epochs=0 custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=20 train_cfg.val_interval=20"
+  [unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10 train_cfg.val_interval=10"
+  [centered]="model.center_features=True"
+  [centered_lr0.05]="model.center_features=True optim_wrapper.optimizer.lr=0.05"
+  [bs64]="train_dataloader.batch_size=64"
+  [centered_bs64]="model.center_features=True train_dataloader.batch_size=64"
   [oracle_ref_truck]="model.reference.mode=class model.reference.class_index=9"
 )
 
@@ -43,15 +52,17 @@ case "$step" in
   badencoder)
     $PY tools/train.py configs/attacks/badencoder_resnet18-w16_simclr_1xb256-10e_cifar10.py \
         --work-dir "$ROOT/badencoder" --cfg-options encoder_checkpoint="$CLEAN" ;;
-  bmaiu)
+  bmaiu|bmaiu_full)
     v=${2:?variant}; [ -n "${VARIANTS[$v]+x}" ] || { echo "unknown variant $v: ${!VARIANTS[*]}"; exit 2; }
+    budget=$ABLATION; name=bmaiu_$v
+    [ "$step" = bmaiu_full ] && { budget=""; name=bmaiufull_$v; }
     # shellcheck disable=SC2086
-    $PY tools/train.py "$BMAIU_CFG" --work-dir "$ROOT/bmaiu_$v" \
-        --cfg-options encoder_checkpoint="$ATTACKED" ${VARIANTS[$v]} ;;
+    $PY tools/train.py "$BMAIU_CFG" --work-dir "$ROOT/$name" \
+        --cfg-options encoder_checkpoint="$ATTACKED" $budget ${VARIANTS[$v]} ;;
   table)
     runs=("clean=$ROOT/clean_probe" "badencoder=$ROOT/badencoder")
-    for v in default paper_anchor bn_updated lr0.05 trigger8 no_repulsion kmeans_ref unlearn_only oracle_ref_truck; do
-      [ -f "$ROOT/bmaiu_$v/metrics.json" ] && runs+=("bmaiu_$v=$ROOT/bmaiu_$v")
+    for d in "$ROOT"/bmaiu_* "$ROOT"/bmaiufull_*; do
+      [ -f "$d/metrics.json" ] && runs+=("$(basename "$d")=$d")
     done
     $PY tools/analysis/collect_metrics.py "${runs[@]}" --out "$ROOT/results.md" ;;
   *) sed -n 2,14p "$0"; exit 2 ;;
