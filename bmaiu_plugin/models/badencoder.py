@@ -61,15 +61,10 @@ class BadEncoder(EncoderFinetuneBase):
         for cfg in self.reference_cfgs:
             cfg = dict(cfg)
             cfg.setdefault('seed', self.seed)
-            imgs, info = select_reference(dataset, encode=self._encode_frozen, **cfg)
+            imgs, info = select_reference(
+                dataset, encode=lambda x: self.encode_batched(self.teacher, x), **cfg)
             self.references.append(imgs)
             self.reference_info.append(info)
-
-    @torch.no_grad()
-    def _encode_frozen(self, imgs: torch.Tensor) -> torch.Tensor:
-        dev = self.step.device
-        return torch.cat([self.features(self.teacher, imgs[i:i + 512].to(dev)).cpu()
-                          for i in range(0, len(imgs), 512)])
 
     def loss(self, imgs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
         if not self.references:

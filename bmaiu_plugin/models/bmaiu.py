@@ -139,11 +139,8 @@ class BMAIU(EncoderFinetuneBase):
         c = self.feature_center.to(a)
         return cosine(a - c, b - c)
 
-    @torch.no_grad()
     def _encode_suspect(self, imgs: torch.Tensor) -> torch.Tensor:
-        dev = self.step.device
-        return torch.cat([self.features(self.suspect, imgs[i:i + 512].to(dev)).cpu()
-                          for i in range(0, len(imgs), 512)])
+        return self.encode_batched(self.suspect, imgs)
 
     @torch.no_grad()
     def start_unlearning(self) -> None:

@@ -118,6 +118,14 @@ class EncoderFinetuneBase(BaseModel):
         """Pooled backbone features of pixel-space images ``(B, D)`` (not unit-normalized)."""
         return pool_features(encoder(self.normalizer(imgs)))
 
+    @torch.no_grad()
+    def encode_batched(self, encoder: nn.Module, imgs: torch.Tensor,
+                       batch_size: int = 512) -> torch.Tensor:
+        """Features of many pixel-space images, in batches, returned on the CPU."""
+        dev = self.step.device
+        return torch.cat([self.features(encoder, imgs[i:i + batch_size].to(dev)).cpu()
+                          for i in range(0, len(imgs), batch_size)])
+
     def step_generator(self, device) -> torch.Generator:
         """A generator seeded by (seed, step, rank): identical streams after a resume."""
         g = torch.Generator(device=device)

@@ -1,6 +1,7 @@
 """Collect ``metrics.json`` files of several runs into one Markdown table.
 
 usage: python tools/analysis/collect_metrics.py NAME=WORK_DIR [NAME=WORK_DIR ...] [--out FILE]
+       [--compact ATTACK]   (one row per BMAIU run)
 
 Each WORK_DIR holds a ``metrics.json`` written by the probe loop: flat (one encoder) or with
 ``suspect`` / ``implanted`` / ``defended`` entries (BMAIU).  One row per (run, encoder): BA, and
@@ -28,6 +29,25 @@ def rows(name: str, m: dict):
                    BTS=m.get('BTS'), BTS_clean=m.get('BTS_clean'), CCS=m.get('CCS'))
 
 
+def compact_row(name: str, m: dict, attack: str) -> list:
+    """One row per BMAIU run: suspect / implanted / defended for the attack and the custom trigger."""
+    def get(enc, key, trig):
+        e = m.get(enc, {})
+        if key == 'BA':
+            return e.get('BA')
+        cells = dict(zip(_as_list(e.get('triggers', [])), _as_list(e.get(key, []))))
+        return cells.get(trig)
+    return [name, get('suspect', 'BA', None), get('defended', 'BA', None),
+            get('suspect', 'ASR', attack), get('implanted', 'ASR', attack),
+            get('defended', 'ASR', attack), get('defended', 'PA', attack),
+            get('implanted', 'ASR', 'custom'), get('defended', 'ASR', 'custom'),
+            m.get('trigger_shift_f1'), m.get('BTS_gap'), m.get('CCS')]
+
+
+COMPACT_HEAD = ['run', 'BA f0', 'BA f2', 'ASR f0', 'ASR f1', 'ASR f2', 'PA f2', 'custom ASR f1',
+                'custom ASR f2', 'shift f1', 'BTS_gap', 'CCS']
+
+
 def fmt(v):
     return '' if v is None else (f'{v:.2f}' if isinstance(v, float) else str(v))
 
@@ -36,7 +56,26 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('runs', nargs='+', help='NAME=WORK_DIR')
     p.add_argument('--out', help='write the table here as well')
+    p.add_argument('--compact', metavar='ATTACK',
+                   help='one row per BMAIU run (suspect / implanted / defended) for this attack')
     args = p.parse_args(argv)
+    if args.compact:
+        lines = ['| ' + ' | '.join(COMPACT_HEAD) + ' |', '|' + '---|' * len(COMPACT_HEAD)]
+        for spec in args.runs:
+            name, _, wd = spec.partition('=')
+            path = osp.join(wd, 'metrics.json')
+            if not osp.isfile(path):
+                print(f'error: {path} not found', file=sys.stderr)
+                return 2
+            row = compact_row(name, json.load(open(path)), args.compact)
+            cells = [fmt(v) for v in row[:-3]] + ['' if v is None else f'{v:.4f}' for v in row[-3:]]
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        text = '\n'.join(lines)
+        print(text)
+        if args.out:
+            with open(args.out, 'w') as f:
+                f.write(text + '\n')
+        return 0
     table = []
     for spec in args.runs:
         name, _, wd = spec.partition('=')

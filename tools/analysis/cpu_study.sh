@@ -24,6 +24,10 @@ BMAIU_CFG=configs/bmaiu/bmaiu_resnet18-w16_simclr_1xb256-5e-20e_cifar10.py
 ABLATION="train_dataloader.dataset.ratio=0.05 implant_epochs=3 custom_hooks.1.implant_epochs=3
           train_cfg.max_epochs=13 train_cfg.val_interval=13"
 
+# a stage 1 with 10x the default budget: 8 epochs at batch 64 (320 steps), lr 0.05, u1 = 5
+STRONG="train_dataloader.batch_size=64 optim_wrapper.optimizer.lr=0.05 model.u1=5.0
+        implant_epochs=8 custom_hooks.1.implant_epochs=8 train_cfg.max_epochs=14
+        train_cfg.val_interval=14"
 # ablation rows: name -> extra --cfg-options
 declare -A VARIANTS=(
   [default]=""
@@ -39,6 +43,8 @@ declare -A VARIANTS=(
   [bs64]="train_dataloader.batch_size=64"
   [centered_bs64]="model.center_features=True train_dataloader.batch_size=64"
   [oracle_ref_truck]="model.reference.mode=class model.reference.class_index=9"
+  [strong_implant]="$STRONG"
+  [strong_implant_oracle_ref]="$STRONG model.reference.mode=class model.reference.class_index=9"
 )
 
 step=${1:-}
@@ -64,6 +70,9 @@ case "$step" in
     for d in "$ROOT"/bmaiu_* "$ROOT"/bmaiufull_*; do
       [ -f "$d/metrics.json" ] && runs+=("$(basename "$d")=$d")
     done
-    $PY tools/analysis/collect_metrics.py "${runs[@]}" --out "$ROOT/results.md" ;;
+    $PY tools/analysis/collect_metrics.py "${runs[@]}" --out "$ROOT/results.md"
+    bm=(); for r in "${runs[@]}"; do case "$r" in bmaiu*) bm+=("$r");; esac; done
+    [ ${#bm[@]} -eq 0 ] || $PY tools/analysis/collect_metrics.py "${bm[@]}" --compact badencoder \
+        --out "$ROOT/results_bmaiu.md" ;;
   *) sed -n 2,14p "$0"; exit 2 ;;
 esac
