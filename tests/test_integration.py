@@ -143,3 +143,21 @@ def test_mim_run_plugin_tool(tmp_path):
     assert table[0].startswith('| run | encoder | BA | badencoder ASR | custom ASR')
     assert table[2] == '| x | suspect | 50.00 | 90.00 |  | 5.00 |  | 0.90 | 0.40 | 0.95 |'
     assert table[3].startswith('| x | defended | 49.00 | 12.00 | 3.00 | 40.00 | 45.00 |')
+
+
+def test_collect_metrics_compact_bmaiu_row(tmp_path):
+    """The one-row-per-BMAIU-run table of docs/results.md."""
+    wd = tmp_path / 'b'
+    wd.mkdir()
+    (wd / 'metrics.json').write_text(json.dumps({
+        'suspect': {'BA': 42.57, 'ASR': 84.99, 'PA': 6.34, 'triggers': 'badencoder'},
+        'implanted': {'BA': 41.5, 'ASR': [54.31, 7.44], 'PA': [11.3, 38.8],
+                      'triggers': ['badencoder', 'custom']},
+        'defended': {'BA': 41.77, 'ASR': [51.7, 7.29], 'PA': [11.72, 39.21],
+                     'triggers': ['badencoder', 'custom']},
+        'trigger_shift_f1': 0.9987, 'BTS_gap': -0.0012, 'CCS': 0.9641}))
+    r = subprocess.run([PY, 'tools/analysis/collect_metrics.py', f'run={wd}', '--compact',
+                        'badencoder'], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[2] == ('| run | 42.57 | 41.77 | 84.99 | 54.31 | 51.70 | 11.72 | '
+                                        '7.44 | 7.29 | 0.9987 | -0.0012 | 0.9641 |')
