@@ -42,6 +42,8 @@ declare -A VARIANTS=(
   [centered_lr0.05]="model.center_features=True optim_wrapper.optimizer.lr=0.05"
   [bs64]="train_dataloader.batch_size=64"
   [centered_bs64]="model.center_features=True train_dataloader.batch_size=64"
+  [fixed_pos4]="model.custom_trigger.position=[2,2] train_dataloader.batch_size=64"
+  [fixed_pos10]="model.custom_trigger.position=[2,2] model.custom_trigger.size=10 train_dataloader.batch_size=64"
   [oracle_ref_truck]="model.reference.mode=class model.reference.class_index=9"
   [strong_implant]="$STRONG"
   [strong_implant_oracle_ref]="$STRONG model.reference.mode=class model.reference.class_index=9"
