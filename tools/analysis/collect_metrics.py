@@ -52,6 +52,26 @@ def fmt(v):
     return '' if v is None else (f'{v:.2f}' if isinstance(v, float) else str(v))
 
 
+def _load(spec: str):
+    """``NAME=WORK_DIR`` -> ``(name, metrics)``; ``None`` after an error line if missing."""
+    name, _, wd = spec.partition('=')
+    path = osp.join(wd, 'metrics.json')
+    if not osp.isfile(path):
+        print(f'error: {path} not found', file=sys.stderr)
+        return None
+    with open(path) as f:
+        return name, json.load(f)
+
+
+def _emit(lines, out) -> int:
+    text = '\n'.join(lines)
+    print(text)
+    if out:
+        with open(out, 'w') as f:
+            f.write(text + '\n')
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('runs', nargs='+', help='NAME=WORK_DIR')
@@ -59,31 +79,17 @@ def main(argv=None):
     p.add_argument('--compact', metavar='ATTACK',
                    help='one row per BMAIU run (suspect / implanted / defended) for this attack')
     args = p.parse_args(argv)
+    loaded = [_load(spec) for spec in args.runs]
+    if any(x is None for x in loaded):
+        return 2
     if args.compact:
         lines = ['| ' + ' | '.join(COMPACT_HEAD) + ' |', '|' + '---|' * len(COMPACT_HEAD)]
-        for spec in args.runs:
-            name, _, wd = spec.partition('=')
-            path = osp.join(wd, 'metrics.json')
-            if not osp.isfile(path):
-                print(f'error: {path} not found', file=sys.stderr)
-                return 2
-            row = compact_row(name, json.load(open(path)), args.compact)
+        for name, m in loaded:
+            row = compact_row(name, m, args.compact)
             cells = [fmt(v) for v in row[:-3]] + ['' if v is None else f'{v:.4f}' for v in row[-3:]]
             lines.append('| ' + ' | '.join(cells) + ' |')
-        text = '\n'.join(lines)
-        print(text)
-        if args.out:
-            with open(args.out, 'w') as f:
-                f.write(text + '\n')
-        return 0
-    table = []
-    for spec in args.runs:
-        name, _, wd = spec.partition('=')
-        path = osp.join(wd, 'metrics.json')
-        if not osp.isfile(path):
-            print(f'error: {path} not found', file=sys.stderr)
-            return 2
-        table += list(rows(name, json.load(open(path))))
+        return _emit(lines, args.out)
+    table = [r for name, m in loaded for r in rows(name, m)]
     trigs = []
     for r in table:
         trigs += [t for t in r['cells'] if t not in trigs]
@@ -96,12 +102,7 @@ def main(argv=None):
         vals += [fmt(r['cells'].get(t, (None, None))[1]) for t in trigs]
         vals += [fmt(r['BTS']), fmt(r['BTS_clean']), fmt(r['CCS'])]
         lines.append('| ' + ' | '.join(vals) + ' |')
-    text = '\n'.join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
-    return 0
+    return _emit(lines, args.out)
 
 
 if __name__ == '__main__':
