@@ -9,18 +9,16 @@ from mmengine.config import Config
 from .utils.errors import BMAIUError, CheckpointError, ConfigValueError
 
 
-def _replace_norm(node, old: str, new: str) -> int:
-    """Replace ``type=old`` by ``type=new`` in every dict of a config subtree; count them."""
-    n = 0
+def _replace_norm(node, old: str, new: str) -> None:
+    """Replace ``type=old`` by ``type=new`` in every dict of a config subtree."""
     if isinstance(node, dict):
         if node.get('type') == old:
             node['type'] = new
-            n += 1
         for v in node.values():
-            n += _replace_norm(v, old, new)
+            _replace_norm(v, old, new)
     elif isinstance(node, (list, tuple)):
-        n += sum(_replace_norm(v, old, new) for v in node)
-    return n
+        for v in node:
+            _replace_norm(v, old, new)
 
 
 def finalize_config(cfg: Config) -> Config:
@@ -38,14 +36,15 @@ def finalize_config(cfg: Config) -> Config:
     if not torch.cuda.is_available():
         if cfg.get('env_cfg', None) is not None:
             cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
-        if cfg.get('launcher', 'none') != 'none' and isinstance(cfg.get('model'), dict):
+        distributed = cfg.get('launcher', 'none') != 'none'
+        if distributed and isinstance(cfg.get('model'), dict):
             # SyncBN (mmpretrain's SSL necks) exists on GPUs only: plain BN on CPU workers
             # (BN1d in the projection necks / heads, which see (N, C) features)
             for key in ('neck', 'head'):
                 if key in cfg.model:
                     _replace_norm(cfg.model[key], 'SyncBN', 'BN1d')
             _replace_norm(cfg.model, 'SyncBN', 'BN')
-        if cfg.get('launcher', 'none') != 'none' and cfg.get('model_wrapper_cfg') is None:
+        if distributed and cfg.get('model_wrapper_cfg') is None:
             # CPU DDP takes no device_ids (mmengine's default passes [LOCAL_RANK])
             cfg.model_wrapper_cfg = dict(
                 type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,

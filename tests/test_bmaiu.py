@@ -210,3 +210,36 @@ def test_resume_in_stage2_matches_uninterrupted_run(fake_cifar, tmp_path):
     assert m_full == m_res
     assert set(m_full) >= {'suspect', 'implanted', 'defended', 'BTS', 'CCS', 'BTS_gap'}
     assert m_full['defended']['triggers'] == ['badencoder', 'custom']
+
+
+class _ArrayDataset:
+    """Minimal mmengine-style dataset of HWC uint8 images with labels."""
+
+    def __init__(self, n=24, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.imgs = torch.randint(0, 256, (n, 32, 32, 3), generator=g, dtype=torch.uint8).numpy()
+
+    def __len__(self):
+        return len(self.imgs)
+
+    def get_data_info(self, i):
+        return dict(img=self.imgs[i], gt_label=i % 3)
+
+
+@pytest.mark.parametrize('mode', ['random_class', 'kmeans'])
+def test_center_features_is_the_suspect_mean_and_encodes_the_data_once(mode):
+    model = tiny_bmaiu(center_features=True,
+                       reference=dict(mode=mode, num=2, num_clusters=3))
+    data = _ArrayDataset()
+    calls = []
+    encode = model._encode_suspect
+    model._encode_suspect = lambda x: calls.append(len(x)) or encode(x)
+    model.prepare_reference(data)
+    assert calls == [len(data)]  # one pass over the defense data, shared with k-means
+    x = torch.from_numpy(data.imgs).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        expected = model.features(model.suspect, x).mean(0)
+    assert torch.allclose(model.feature_center, expected, atol=1e-5)
+    assert model.reference.shape == (2, 3, 32, 32)
+    a, b = torch.randn(4, expected.numel()), torch.randn(4, expected.numel())
+    assert torch.allclose(model._cos(a, b), cosine(a - expected, b - expected), atol=1e-5)

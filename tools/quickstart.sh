@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 export ROOT=${ROOT:-work_dirs/quickstart} CLEAN_EPOCH=3
 PY=${PY:-.venv/bin/python}; [ -x "$PY" ] || PY=python
 export PY
-done_() { [ -f "$1/metrics.json" ] || [ -f "$1/$2" ]; }
+done_() { [ -f "$1/${2:-metrics.json}" ]; }  # a step is done when its output exists
 run() { echo "== $*"; bash tools/analysis/cpu_study.sh "$@"; }
 done_ "$ROOT/simclr" epoch_3.pth || $PY tools/train.py \
     configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py --work-dir "$ROOT/simclr" \
     --cfg-options train_cfg.max_epochs=3 train_cfg.val_interval=3
-done_ "$ROOT/clean_probe" x || run probe_clean
-done_ "$ROOT/badencoder" x || run badencoder
-done_ "$ROOT/bmaiu_default" x || run bmaiu default
+done_ "$ROOT/clean_probe" || run probe_clean
+done_ "$ROOT/badencoder" || run badencoder
+done_ "$ROOT/bmaiu_default" || run bmaiu default
 run table

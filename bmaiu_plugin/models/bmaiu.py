@@ -43,7 +43,7 @@ from ..registry import MODELS
 from ..triggers import build_trigger
 from ..utils.errors import ConfigValueError
 from .finetune_base import EncoderFinetuneBase, cosine, sample_rows
-from .reference import select_reference
+from .reference import dataset_arrays, select_reference
 
 REPULSIONS = ('cosine', 'hinge', 'squared')
 ANCHORS = ('student', 'student_detached', 'teacher')
@@ -125,12 +125,18 @@ class BMAIU(EncoderFinetuneBase):
         """Choose R from the defense data (labels, k-means on ``f0`` features, or files)."""
         cfg = dict(self.reference_cfg)
         cfg.setdefault('seed', self.seed)
+        if not self.center_features:
+            self.reference, self.reference_info = select_reference(
+                dataset, encode=self._encode_suspect, **cfg)
+            return
+        # centering needs f0 features of the whole defense data; k-means needs the same ones:
+        # load the images and encode them once for both
+        arrays = dataset_arrays(dataset)
+        feats = self._encode_suspect(arrays[0])
+        encode = lambda x: feats if x is arrays[0] else self._encode_suspect(x)  # noqa: E731
         self.reference, self.reference_info = select_reference(
-            dataset, encode=self._encode_suspect, **cfg)
-        if self.center_features:
-            from .reference import dataset_arrays
-            imgs, _ = dataset_arrays(dataset)
-            self.feature_center = self._encode_suspect(imgs).mean(0).to(self.step.device)
+            dataset, encode=encode, arrays=arrays, **cfg)
+        self.feature_center = feats.mean(0).to(self.step.device)
 
     def _cos(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The loss cosine: on centered features when ``center_features``."""

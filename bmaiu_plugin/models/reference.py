@@ -58,6 +58,7 @@ def select_reference(dataset, mode: str = 'random_class', num: int = 10, seed: i
                      class_index: Optional[int] = None, files: Optional[Sequence[str]] = None,
                      num_clusters: int = 10,
                      encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                     arrays: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
                      ) -> Tuple[torch.Tensor, Dict]:
     """Pick reference images from ``dataset``.
 
@@ -70,6 +71,8 @@ def select_reference(dataset, mode: str = 'random_class', num: int = 10, seed: i
         files (Sequence[str], optional): For ``'files'``.
         num_clusters (int): For ``'kmeans'``.
         encode (Callable, optional): For ``'kmeans'``: pixel images -> ``(N, D)`` features.
+        arrays (tuple[Tensor, Tensor], optional): ``dataset_arrays(dataset)`` if the caller has
+            already loaded them (not reloaded here).
 
     Returns:
         tuple[Tensor, dict]: ``(R, C, H, W)`` uint8 images and a description (mode, class or
@@ -85,7 +88,7 @@ def select_reference(dataset, mode: str = 'random_class', num: int = 10, seed: i
             raise ConfigValueError("reference mode 'files' needs a list of image files")
         img0, _ = _raw_item(dataset, 0)
         return _load_files(files, img0.shape[:2]), dict(mode=mode, files=list(files))
-    imgs, labels = dataset_arrays(dataset)
+    imgs, labels = arrays if arrays is not None else dataset_arrays(dataset)
     if mode in ('class', 'random_class'):
         if (labels < 0).all():
             raise ConfigValueError(f"reference mode '{mode}' needs labels; use 'kmeans' or "
