@@ -49,6 +49,11 @@ def test_stage1_starts_consistent_and_stage2_terms_match_definitions():
     assert losses['loss_consistency'].item() == pytest.approx(0., abs=1e-6)
     assert losses['loss_anchor'].item() == pytest.approx(0., abs=1e-6)
     assert 0. < losses['loss_effective'].item() <= 2.
+    # the logged trigger shift is a cosine, detached, and not summed into the loss
+    assert -1. <= losses['trigger_shift'].item() <= 1. and not losses['trigger_shift'].requires_grad
+    _, log_vars = model.parse_losses(losses)
+    assert float(log_vars['loss']) == pytest.approx(sum(
+        v.item() for k, v in losses.items() if k.startswith('loss')), rel=1e-5)
     model.start_unlearning()
     assert int(model.stage) == 2
     gen_step = int(model.step)
@@ -107,6 +112,40 @@ def test_stage2_terms_move_features_the_intended_way(term, quantity, direction, 
     assert direction * (after - before) > 1e-4, (before, after)
 
 
+def test_u0_weights_only_the_stage2_clean_consistency():
+    losses = {}
+    for u0 in (0., 1., 2.5):
+        model = tiny_bmaiu(u0=u0)
+        model.train()
+        model.start_unlearning()
+        with torch.no_grad():  # move f2 off its teacher so the term is non-zero
+            for p in model.backbone.parameters():
+                p.mul_(1.1)
+        losses[u0] = model.loss(imgs())
+    base = losses[1.]['loss_consistency'].item()
+    assert base > 1e-4
+    assert losses[0.]['loss_consistency'].item() == 0.
+    assert losses[2.5]['loss_consistency'].item() == pytest.approx(2.5 * base, rel=1e-5)
+    for u0 in (0., 2.5):  # the other terms do not depend on u0
+        for k in ('loss_invariance', 'loss_repulsion'):
+            assert losses[u0][k].item() == pytest.approx(losses[1.][k].item(), rel=1e-5)
+
+
+def test_patch_family_as_custom_trigger_runs_both_stages():
+    model = tiny_bmaiu(custom_trigger=dict(type='RandomPatchFamily', sizes=(3, 6)))
+    model.train()
+    x = imgs()
+    for stage in (1, 2):
+        if stage == 2:
+            model.start_unlearning()
+        losses = model.loss(x)
+        assert all(torch.isfinite(v).all() for v in losses.values())
+        model.step += 1
+    with pytest.raises(ConfigValueError, match='does not fit'):
+        BMAIU(backbone=TINY_BACKBONE, custom_trigger=dict(type='RandomPatchFamily',
+                                                          sizes=(3, 33)))
+
+
 def test_bn_frozen_and_teachers_frozen():
     model = tiny_bmaiu()
     model.train()
@@ -121,6 +160,7 @@ def test_bn_frozen_and_teachers_frozen():
     (dict(repulsion='cube'), 'repulsion'),
     (dict(repulsion_anchor='nowhere'), 'repulsion_anchor'),
     (dict(u2=-1.), 'u2'),
+    (dict(u0=-0.5), 'u0'),
     (dict(trigger_fraction=0.), 'trigger_fraction'),
     (dict(custom_trigger=dict(type='PatchTrigger', size=40)), '40x40 trigger does not fit'),
 ])

@@ -323,3 +323,39 @@ def test_apply_trigger_transform_random_position_and_prob():
 def test_img_size_build_check_covers_fixed_position():
     with pytest.raises(ConfigValueError, match='10x10'):
         PatchTrigger(size=10, pattern='white', position=(30, 30), img_size=32)
+
+
+# ----------------------------------------------------------------------------- patch family
+def test_random_patch_family_per_image_patterns_one_side_per_call():
+    from bmaiu_plugin.triggers import RandomPatchFamily
+    fam = RandomPatchFamily(sizes=(3, 6), img_size=32)
+    imgs = torch.zeros(16, 3, 32, 32)
+    sides, patterns = set(), []
+    for seed in range(12):
+        out = fam(imgs, generator=_gen(seed))
+        changed = (out != 0).any(1)  # (B, H, W) pixels touched by a non-zero pattern value
+        counts = changed.flatten(1).sum(1)
+        side = int(round(counts.float().max().item() ** 0.5))
+        assert 3 <= side <= 6
+        assert (counts <= side * side).all() and (counts >= side * side - 3).all()
+        sides.add(side)
+        ys, xs = torch.nonzero(changed[0], as_tuple=True)
+        patterns.append(out[0, :, ys.min():ys.min() + side, xs.min():xs.min() + side].flatten())
+    assert sides == {3, 4, 5, 6}  # every side of the range is drawn
+    # a new pattern per image: two images of one batch differ
+    out = fam(imgs, generator=_gen(0))
+    assert not torch.equal(out[0].sum((1, 2)), out[1].sum((1, 2)))
+    # seeded
+    assert torch.equal(fam(imgs, generator=_gen(3)), fam(imgs, generator=_gen(3)))
+    assert fam.size == 6  # the build-time side is restored after each call
+
+
+def test_random_patch_family_checks_and_registry():
+    with pytest.raises(ConfigValueError, match='sizes'):
+        build_trigger(dict(type='RandomPatchFamily', sizes=(5, 2)))
+    with pytest.raises(ConfigValueError, match='does not fit'):
+        build_trigger(dict(type='RandomPatchFamily', sizes=(3, 40), img_size=32))
+    fam = build_trigger(dict(type='RandomPatchFamily', sizes=(4, 4)))
+    x = torch.full((2, 3, 8, 8), 7, dtype=torch.uint8)
+    y = fam(x, generator=_gen(1))
+    assert y.dtype == torch.uint8 and ((y != 7).any(0).any(0).sum() <= 32)

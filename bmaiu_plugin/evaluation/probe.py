@@ -49,8 +49,8 @@ class PixelNormalizer(nn.Module):
 
 def train_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int,
                        epochs: int = 10, batch_size: int = 64, lr: float = 0.1,
-                       momentum: float = 0.9, weight_decay: float = 0., seed: int = 0
-                       ) -> nn.Linear:
+                       momentum: float = 0.9, weight_decay: float = 0., seed: int = 0,
+                       bias: bool = True) -> nn.Linear:
     """Train ``nn.Linear(D, num_classes)`` with SGD + cross-entropy on cached features.
 
     Args:
@@ -60,16 +60,19 @@ def train_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: i
         epochs, batch_size, lr, momentum, weight_decay: SGD settings; the paper's probe is
             10 epochs, batch 64, lr 0.1 (momentum is not stated; 0.9 here).
         seed (int): Seed of the head's init and of the batch order.
+        bias (bool): Give the head a bias (``False``: a head that commutes with feature
+            scaling, as the BackdoorBench export needs).
 
     Returns:
         nn.Linear: The trained head (on ``feats``' device).
     """
     g = torch.Generator().manual_seed(int(seed))
-    head = nn.Linear(feats.shape[1], num_classes).to(feats.device)
+    head = nn.Linear(feats.shape[1], num_classes, bias=bias).to(feats.device)
     with torch.no_grad():
         bound = 1. / feats.shape[1] ** 0.5
         head.weight.copy_(torch.rand(head.weight.shape, generator=g) * 2 * bound - bound)
-        head.bias.zero_()
+        if bias:
+            head.bias.zero_()
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(1, epochs * ((len(feats) + batch_size - 1) // batch_size)))

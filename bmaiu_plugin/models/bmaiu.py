@@ -18,7 +18,7 @@ lets the loss be met by pulling *every* feature toward R instead of implanting `
 
     L_unlearn = u2 * mean_x [1 - cos(f2(x + e), f1(x))]       (L1: trigger no longer matters)
               + u3 * mean_x rep(cos(f2(x + e), A(t_j)))         (L2: away from the target)
-              + mean_x [1 - cos(f2(x), f1(x))]                  (L0: clean features kept)
+              + u0 * mean_x [1 - cos(f2(x), f1(x))]             (L0: clean features kept)
 
 **Sign convention.**  The paper writes every term as a minimised similarity ``s``; read
 literally with ``s = cos`` that would pull triggered images *toward* the target and destroy clean
@@ -63,6 +63,8 @@ class BMAIU(EncoderFinetuneBase):
         u1 (float): Weight of stage 1's ``L_effective``. Paper: 1.
         u2 (float): Weight of stage 2's trigger-invariance term (L1). Paper: 10.
         u3 (float): Weight of stage 2's repulsion term (L2). Paper: "moderate".
+        u0 (float): Weight of stage 2's clean-consistency term (L0). Paper: 1 (0 is Table 8's
+            "without consistency" ablation).
         reference_anchor (float): Weight of stage 1's reference-anchoring term (BadEncoder's L1);
             0 disables it.
         implant_target (str): ``'suspect'`` (fixed ``f0(t_j)``) or ``'student'`` (paper, ``f1(t_j)``).
@@ -83,7 +85,7 @@ class BMAIU(EncoderFinetuneBase):
                  custom_trigger: dict = dict(type='PatchTrigger', size=4, pattern='random',
                                              position='random', seed=2025),
                  reference: dict = dict(mode='random_class', num=10),
-                 u1: float = 1., u2: float = 10., u3: float = 1.,
+                 u1: float = 1., u2: float = 10., u3: float = 1., u0: float = 1.,
                  reference_anchor: float = 1., implant_target: str = 'suspect',
                  repulsion: str = 'cosine', hinge_margin: float = 0.,
                  repulsion_anchor: str = 'teacher', trigger_fraction: float = 1.,
@@ -99,15 +101,16 @@ class BMAIU(EncoderFinetuneBase):
                 f"implant_target must be 'suspect' or 'student', got {implant_target!r}")
         if not 0. < float(trigger_fraction) <= 1.:
             raise ConfigValueError(f'trigger_fraction must be in (0, 1], got {trigger_fraction}')
-        for name, v in dict(u1=u1, u2=u2, u3=u3, reference_anchor=reference_anchor).items():
+        for name, v in dict(u0=u0, u1=u1, u2=u2, u3=u3,
+                            reference_anchor=reference_anchor).items():
             if float(v) < 0:
                 raise ConfigValueError(f'{name} must be >= 0, got {v}')
         trig = dict(custom_trigger)
-        if img_size is not None and trig.get('type') == 'PatchTrigger':
+        if img_size is not None and trig.get('type') in ('PatchTrigger', 'RandomPatchFamily'):
             trig.setdefault('img_size', img_size)
         self.custom_trigger: nn.Module = build_trigger(trig)
         self.reference_cfg = dict(reference)
-        self.u1, self.u2, self.u3 = float(u1), float(u2), float(u3)
+        self.u0, self.u1, self.u2, self.u3 = float(u0), float(u1), float(u2), float(u3)
         self.reference_anchor = float(reference_anchor)
         self.implant_target = implant_target
         self.repulsion, self.hinge_margin = repulsion, float(hinge_margin)
@@ -194,6 +197,8 @@ class BMAIU(EncoderFinetuneBase):
                 losses['loss_anchor'] = self.u1 * self.reference_anchor * \
                     (1 - self._cos(f1_r, f0_r)).mean()
         losses['loss_effective'] = self.u1 * (1 - self._cos(f1_xe, target)).mean()
+        # logged, not optimised: 1.0 = the custom trigger does not move the features at all
+        losses['trigger_shift'] = cosine(f1_xe, f1_x).mean().detach()
         return losses
 
     def _unlearn_loss(self, x, ref, gen):
@@ -210,7 +215,8 @@ class BMAIU(EncoderFinetuneBase):
         return dict(
             loss_invariance=self.u2 * (1 - self._cos(f2_xe, f1_x)).mean(),
             loss_repulsion=self.u3 * self._repel(self._cos(f2_xe, anchor)).mean(),
-            loss_consistency=(1 - self._cos(f2_x, f1_x)).mean())
+            loss_consistency=self.u0 * (1 - self._cos(f2_x, f1_x)).mean(),
+            trigger_shift=cosine(f2_xe, f2_x).mean().detach())
 
     # evaluation ---------------------------------------------------------------------------
     def probe_encoders(self) -> Dict[str, dict]:

@@ -1,7 +1,7 @@
 """Backdoor triggers, applied as batched tensor ops in pixel space (0-255, before normalization)."""
 from .base import BaseTrigger, build_trigger
 from .ctrl import CTRLTrigger
-from .patch import PatchTrigger
+from .patch import PatchTrigger, RandomPatchFamily
 from .transforms import ApplyTrigger
 
-__all__ = ['BaseTrigger', 'build_trigger', 'PatchTrigger', 'CTRLTrigger', 'ApplyTrigger']
+__all__ = ['BaseTrigger', 'build_trigger', 'PatchTrigger', 'RandomPatchFamily', 'CTRLTrigger', 'ApplyTrigger']

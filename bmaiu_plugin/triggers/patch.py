@@ -143,24 +143,26 @@ class PatchTrigger(BaseTrigger):
                 f'a {self.size}x{self.size} trigger at {self.position} leaves the {h}x{w} image')
         return torch.tensor([[y, x]], device=device).expand(n, 2)
 
-    def stamp_at(self, imgs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def stamp_at(self, imgs: torch.Tensor, positions: torch.Tensor,
+                 patterns: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Paste the pattern into float ``imgs`` with top-left corners ``positions`` ``(B, 2)``.
 
         One scatter of the ``S*S`` patch pixels per image into the flattened images (only the
-        patch is touched: no full-image mask).
+        patch is touched: no full-image mask).  ``patterns`` ``(B, C, S, S)``, if given, are
+        per-image patterns used instead of :attr:`pattern`.
         """
         b, c, h, w = imgs.shape
-        s = self.size
-        pat = self.pattern.to(imgs.device, imgs.dtype)
-        if pat.shape[0] != c:
-            raise ConfigValueError(f'trigger has {pat.shape[0]} channels, images have {c}')
+        pat = (self.pattern if patterns is None else patterns).to(imgs.device, imgs.dtype)
+        s = pat.shape[-1]
+        if pat.shape[-3] != c:
+            raise ConfigValueError(f'trigger has {pat.shape[-3]} channels, images have {c}')
         pos = positions.to(imgs.device).long()
         off = torch.arange(s, device=imgs.device)
         rows = (pos[:, :1] + off[None]) * w  # (B, S) flat row offsets
         idx = (rows[:, :, None] + pos[:, 1:, None] + off[None, None]).reshape(b, 1, s * s)
         idx = idx.expand(b, c, s * s)
         out = imgs.reshape(b, c, h * w).clone()
-        vals = pat.reshape(1, c, s * s).expand(b, c, s * s)
+        vals = pat.reshape(-1, c, s * s).expand(b, c, s * s)
         if self.alpha < 1.:
             vals = (1 - self.alpha) * out.gather(2, idx) + self.alpha * vals
         return out.scatter_(2, idx, vals).view(b, c, h, w)
@@ -171,3 +173,51 @@ class PatchTrigger(BaseTrigger):
                                     device=imgs.device if generator is None else generator.device,
                                     generator=generator)
         return self.stamp_at(imgs, pos)
+
+
+@TRIGGERS.register_module()
+class RandomPatchFamily(PatchTrigger):
+    """A family of patch triggers: a new random pattern, size and position for every image.
+
+    Where :class:`PatchTrigger` is one trigger, this samples from a distribution of small
+    patches: each call draws one side ``S`` uniformly from ``sizes`` (shared by the batch, so
+    stamping stays one scatter), and each image gets its own uniform 0-255 pattern and its own
+    position.  A defense that fine-tunes the encoder to ignore such patches removes its
+    sensitivity to small patches in general rather than to one pattern (docs/results.md, BMAIU
+    stage 2).  The family never reads any attacker's trigger.
+
+    Args:
+        sizes (tuple[int, int]): Inclusive range of patch sides.
+        area (tuple[float, float]): Band the patch lies in, as :class:`PatchTrigger`'s.
+        channels (int): Image channels.
+        img_size (int | tuple, optional): Checked at build time against the largest side.
+    """
+
+    def __init__(self, sizes: Tuple[int, int] = (3, 10), area: Tuple[float, float] = (0., 1.),
+                 channels: int = 3, img_size: Optional[Union[int, Tuple[int, int]]] = None,
+                 seed: int = 0):
+        lo, hi = (int(v) for v in sizes)
+        if not 0 < lo <= hi:
+            raise ConfigValueError(f'trigger sizes must satisfy 0 < min <= max, got {sizes}')
+        super().__init__(size=hi, pattern='black', position='random', area=area,
+                         channels=channels, img_size=img_size)
+        self.sizes = (lo, hi)
+        self.channels = channels
+
+    def extra_repr(self) -> str:
+        return f'sizes={self.sizes}, area={self.area}'
+
+    def stamp_float(self, imgs: torch.Tensor,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        dev = imgs.device if generator is None else generator.device
+        lo, hi = self.sizes
+        s = int(torch.randint(lo, hi + 1, (1,), generator=generator, device=dev).item())
+        pats = torch.randint(0, 256, (imgs.shape[0], imgs.shape[1], s, s), generator=generator,
+                             device=dev).to(imgs.dtype)
+        self.size = s  # positions are drawn for this call's side
+        try:
+            pos = self.sample_positions(imgs.shape[0], imgs.shape[2], imgs.shape[3], device=dev,
+                                        generator=generator)
+        finally:
+            self.size = hi
+        return self.stamp_at(imgs, pos, patterns=pats)

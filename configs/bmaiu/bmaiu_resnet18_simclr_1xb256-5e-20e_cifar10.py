@@ -23,7 +23,7 @@ model = dict(
                         seed=2025),
     # R: a class drawn at random from the defense data ('kmeans' for label-free data)
     reference=dict(mode='random_class', num=10),
-    u1=1., u2=10., u3=1.,
+    u1=1., u2=10., u3=1., u0=1.,  # u0: stage 2 clean consistency (0 = Table 8 ablation)
     reference_anchor=1.,
     implant_target='suspect',
     repulsion='cosine',           # 'cosine' | 'hinge' | 'squared'

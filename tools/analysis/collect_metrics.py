@@ -12,44 +12,8 @@ import json
 import os.path as osp
 import sys
 
-
-def _as_list(v):
-    return v if isinstance(v, list) else [v]
-
-
-def rows(name: str, m: dict):
-    encs = {k: v for k, v in m.items() if isinstance(v, dict) and 'BA' in v}
-    if not encs:
-        encs = {'encoder': m}
-    for enc, e in encs.items():
-        trigs = _as_list(e.get('triggers', []))
-        asr, pa = _as_list(e.get('ASR', [])), _as_list(e.get('PA', []))
-        cells = {t: (a, p) for t, a, p in zip(trigs, asr, pa)}
-        yield dict(run=name, encoder=enc, BA=e['BA'], cells=cells,
-                   BTS=m.get('BTS'), BTS_clean=m.get('BTS_clean'), CCS=m.get('CCS'))
-
-
-def compact_row(name: str, m: dict, attack: str) -> list:
-    """One row per BMAIU run: suspect / implanted / defended for the attack and the custom trigger."""
-    def get(enc, key, trig):
-        e = m.get(enc, {})
-        if key == 'BA':
-            return e.get('BA')
-        cells = dict(zip(_as_list(e.get('triggers', [])), _as_list(e.get(key, []))))
-        return cells.get(trig)
-    return [name, get('suspect', 'BA', None), get('defended', 'BA', None),
-            get('suspect', 'ASR', attack), get('implanted', 'ASR', attack),
-            get('defended', 'ASR', attack), get('defended', 'PA', attack),
-            get('implanted', 'ASR', 'custom'), get('defended', 'ASR', 'custom'),
-            m.get('trigger_shift_f1'), m.get('BTS_gap'), m.get('CCS')]
-
-
-COMPACT_HEAD = ['run', 'BA f0', 'BA f2', 'ASR f0', 'ASR f1', 'ASR f2', 'PA f2', 'custom ASR f1',
-                'custom ASR f2', 'shift f1', 'BTS_gap', 'CCS']
-
-
-def fmt(v):
-    return '' if v is None else (f'{v:.2f}' if isinstance(v, float) else str(v))
+# one copy of the row helpers, shared with the pipeline's reports
+from bmaiu_plugin.pipeline.report import COMPACT_HEAD, compact_row, fmt, rows
 
 
 def _load(spec: str):

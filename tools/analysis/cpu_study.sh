@@ -9,6 +9,17 @@
 #   bmaiu VARIANT         defend the BadEncoder encoder; VARIANT is one of the ablation rows below,
 #                         at the ablation budget: 5 % defense data, 3 implant + 10 unlearn epochs
 #   bmaiu_full VARIANT    the same at the paper's budget: 10 % data, 5 + 20 epochs
+#   multitarget [N]       the multi-target BadEncoder (paper section 3.2) on the clean encoder
+#                         (10 % shadow data, 10 epochs, batch 64): N=10 HTBA triggers, three
+#                         sampled per step (default), or N=4, all four in every step
+#   observe VARIANT       the observation study on the 4-trigger encoder: unlearn ONE trigger
+#                         (stage 2 of BMAIU alone, 5 % data, 10 epochs) and report all ten ASRs
+#                         and BA; VARIANT: AT0..AT3 (genuine trigger i, paper Table 2) or custom
+#                         (BMAIU both stages with the long_implant_trigger8 settings)
+#   f1 RUN                take the implanted encoder f1 (the stage-2 teacher) out of bmaiu_RUN's
+#                         last checkpoint into $ROOT/f1_RUN.pth
+#   unlearn F1RUN VARIANT stage 2 alone (10 epochs, batch 64, 5 % data) from $ROOT/f1_F1RUN.pth,
+#                         with stage-2 VARIANTS below: the "suspect" it reports is f1
 #   table                 collect every metrics.json into $ROOT/results.md
 # env: ROOT (default work_dirs/cpu_study), CLEAN (clean encoder checkpoint; default
 #      $ROOT/simclr/epoch_$CLEAN_EPOCH.pth), CLEAN_EPOCH (default 8), PY (default python).
@@ -19,6 +30,7 @@ PY=${PY:-python}
 CLEAN_EPOCH=${CLEAN_EPOCH:-8}
 CLEAN=${CLEAN:-$ROOT/simclr/epoch_$CLEAN_EPOCH.pth}
 ATTACKED=$ROOT/badencoder/epoch_10.pth
+MULTI=$ROOT/multitarget4/epoch_10.pth
 BMAIU_CFG=configs/bmaiu/bmaiu_resnet18-w16_simclr_1xb256-5e-20e_cifar10.py
 # the ablation budget (a BMAIU run at the paper's 10 % / 5+20 epochs takes ~25 min on 2 cores)
 ABLATION="train_dataloader.dataset.ratio=0.05 implant_epochs=3 custom_hooks.1.implant_epochs=3
@@ -28,6 +40,13 @@ ABLATION="train_dataloader.dataset.ratio=0.05 implant_epochs=3 custom_hooks.1.im
 STRONG="train_dataloader.batch_size=64 optim_wrapper.optimizer.lr=0.05 model.u1=5.0
         implant_epochs=8 custom_hooks.1.implant_epochs=8 train_cfg.max_epochs=14
         train_cfg.val_interval=14"
+# a stage 1 of 20 epochs at batch 64 (800 steps; algorithms.md 4.2: "start with the same budget as
+# stage 2 and check the implanted ASR"), then 10 unlearning epochs at batch 64
+LONG="train_dataloader.batch_size=64 implant_epochs=20 custom_hooks.1.implant_epochs=20
+      train_cfg.max_epochs=30 train_cfg.val_interval=30"
+# the custom trigger as a family: a new random pattern, side (3-10) and position per image
+FAMILY="model.custom_trigger._delete_=True model.custom_trigger.type=RandomPatchFamily
+        model.custom_trigger.sizes=[3,10]"
 # ablation rows: name -> extra --cfg-options
 declare -A VARIANTS=(
   [default]=""
@@ -46,7 +65,23 @@ declare -A VARIANTS=(
   [fixed_pos10]="model.custom_trigger.position=[2,2] model.custom_trigger.size=10 train_dataloader.batch_size=64"
   [oracle_ref_truck]="model.reference.mode=class model.reference.class_index=9"
   [strong_implant]="$STRONG"
+  [long_implant]="$LONG"
+  [long_implant_trigger8]="$LONG model.custom_trigger.size=8"
+  [family_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                         train_cfg.val_interval=10 train_dataloader.batch_size=64 $FAMILY"
   [strong_implant_oracle_ref]="$STRONG model.reference.mode=class model.reference.class_index=9"
+)
+
+# stage-2 rows (from an implanted f1; the custom trigger must be f1's: size 8 for trigger8 runs)
+STAGE2="train_dataloader.batch_size=64 implant_epochs=0 custom_hooks.1.implant_epochs=0
+        train_cfg.max_epochs=10 train_cfg.val_interval=10"
+declare -A UNLEARN=(
+  [default]=""
+  [family]="$FAMILY"
+  [no_repulsion]="model.u3=0.0"
+  [squared]="model.repulsion=squared"
+  [u2only]="model.u3=0.0 model.u0=0.0"
+  [lr0.001]="optim_wrapper.optimizer.lr=0.001"
 )
 
 step=${1:-}
@@ -67,9 +102,44 @@ case "$step" in
     # shellcheck disable=SC2086
     $PY tools/train.py "$BMAIU_CFG" --work-dir "$ROOT/$name" \
         --cfg-options encoder_checkpoint="$ATTACKED" $budget ${VARIANTS[$v]} ;;
+  multitarget)
+    n=${2:-10}; name=multitarget; [ "$n" = 10 ] || name=multitarget$n
+    $PY tools/train.py "configs/attacks/badencoder-$name"_resnet18-w16_simclr_1xb64-10e_cifar10.py \
+        --work-dir "$ROOT/$name" --cfg-options encoder_checkpoint="$CLEAN" ;;
+  observe)
+    v=${2:?variant: AT0..AT3 or custom}
+    case "$v" in
+      # the defender is handed the attacker's trigger i (an oracle: the paper's Table 2 set-up)
+      AT[0-3]) i=${v#AT}
+           extra="model.custom_trigger.pattern=data/triggers/htba/trigger_1$i.png
+                  model.custom_trigger.size=8 model.custom_trigger.position=[23,23]
+                  model.reference.mode=class model.reference.class_index=$i
+                  custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                  train_cfg.val_interval=10" ;;
+      # BMAIU with the custom trigger that does implant at this scale (long_implant_trigger8)
+      custom) extra="$LONG model.custom_trigger.size=8" ;;
+      *) echo "unknown observe variant $v (AT0..AT3, custom)"; exit 2 ;;
+    esac
+    # shellcheck disable=SC2086
+    $PY tools/train.py "$BMAIU_CFG" --work-dir "$ROOT/observe_$v" \
+        --cfg-options encoder_checkpoint="$MULTI" evaluate_attack=multitarget \
+        train_dataloader.dataset.ratio=0.05 $extra ;;
+  f1)
+    r=${2:?bmaiu run name, e.g. long_implant_trigger8}
+    last=$(ls "$ROOT/bmaiu_$r"/epoch_*.pth | sort -V | tail -1)
+    $PY tools/analysis/extract_encoder.py "$last" --prefix teacher. --out "$ROOT/f1_$r.pth" ;;
+  unlearn)
+    r=${2:?f1 run}; v=${3:?variant}
+    [ -n "${UNLEARN[$v]+x}" ] || { echo "unknown variant $v: ${!UNLEARN[*]}"; exit 2; }
+    size="model.custom_trigger.size=4"; case "$r" in *trigger8*) size="model.custom_trigger.size=8" ;; esac
+    case "$v" in family*) size="" ;; esac
+    # shellcheck disable=SC2086
+    $PY tools/train.py "$BMAIU_CFG" --work-dir "$ROOT/unlearn_${r}_$v" \
+        --cfg-options encoder_checkpoint="$ROOT/f1_$r.pth" train_dataloader.dataset.ratio=0.05 \
+        $size $STAGE2 ${UNLEARN[$v]} ;;
   table)
     runs=("clean=$ROOT/clean_probe" "badencoder=$ROOT/badencoder")
-    for d in "$ROOT"/bmaiu_* "$ROOT"/bmaiufull_*; do
+    for d in "$ROOT"/bmaiu_* "$ROOT"/bmaiufull_* "$ROOT"/unlearn_* "$ROOT"/observe_*; do
       [ -f "$d/metrics.json" ] && runs+=("$(basename "$d")=$d")
     done
     $PY tools/analysis/collect_metrics.py "${runs[@]}" --out "$ROOT/results.md"

@@ -1,0 +1,11 @@
+"""Bridges to other backdoor toolboxes' file formats (no dependency on the toolboxes)."""
+from .backdoorbench import (BB_NORMALIZATION, BackdoorBenchClassifier, ImportedRecord,
+                            RecordError, encoder_to_torchvision, export_attack_record,
+                            import_attack_record, infer_backbone_cfg, load_record,
+                            rescale_stem, save_record, torchvision_to_encoder, validate_record,
+                            write_encoder)
+
+__all__ = ['BB_NORMALIZATION', 'BackdoorBenchClassifier', 'ImportedRecord', 'RecordError',
+           'encoder_to_torchvision', 'export_attack_record', 'import_attack_record',
+           'infer_backbone_cfg', 'load_record', 'rescale_stem', 'save_record',
+           'torchvision_to_encoder', 'validate_record', 'write_encoder']

@@ -1,0 +1,14 @@
+# mocov2_resnet18-w16_1xb256-coslr-8e_cifar10.py with the views made by the data preprocessor
+# (DeviceMultiViewPreprocessor, batched tensor ops, same CIFAR-10 recipe) instead of mmpretrain
+# transforms in the dataloader workers.  fp32.  See docs/speed.md.
+_base_ = ['./mocov2_resnet18-w16_1xb256-coslr-8e_cifar10.py']
+
+data_preprocessor = dict(
+    _delete_=True,
+    type='DeviceMultiViewPreprocessor',
+    transforms='cifar10_ssl',  # = cifar10_ssl.py's view_pipeline (bmaiu_plugin.augment.PRESETS)
+    num_views=2,
+    mean=[125.307, 122.961, 113.8575],
+    std=[51.5865, 50.847, 51.255],
+    to_rgb=False)
+train_dataloader = dict(dataset=dict(pipeline=[dict(type='PackInputs')]))
