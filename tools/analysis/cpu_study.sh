@@ -18,8 +18,12 @@
 #                         (BMAIU both stages with the long_implant_trigger8 settings)
 #   f1 RUN                take the implanted encoder f1 (the stage-2 teacher) out of bmaiu_RUN's
 #                         last checkpoint into $ROOT/f1_RUN.pth
+#   joint                 the diagnostic attack that implants BadEncoder's square and the 8x8
+#                         custom trigger jointly; then f1_joint_trigger8.pth for `unlearn`
 #   unlearn F1RUN VARIANT stage 2 alone (10 epochs, batch 64, 5 % data) from $ROOT/f1_F1RUN.pth,
 #                         with stage-2 VARIANTS below: the "suspect" it reports is f1
+#   defense NAME          a baseline on the BadEncoder encoder: clp, sslcleanse, ibau (w16 configs
+#                         of configs/defenses), or decree_clean / decree_badencoder (PL1)
 #   table                 collect every metrics.json into $ROOT/results.md
 # env: ROOT (default work_dirs/cpu_study), CLEAN (clean encoder checkpoint; default
 #      $ROOT/simclr/epoch_$CLEAN_EPOCH.pth), CLEAN_EPOCH (default 8), PY (default python).
@@ -67,6 +71,12 @@ declare -A VARIANTS=(
   [strong_implant]="$STRONG"
   [long_implant]="$LONG"
   [long_implant_trigger8]="$LONG model.custom_trigger.size=8"
+  [fixed_br_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                           train_cfg.val_interval=10 model.custom_trigger.size=8
+                           model.custom_trigger.position=[23,23]"
+  [fixed_tl_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                           train_cfg.val_interval=10 model.custom_trigger.size=8
+                           model.custom_trigger.position=[2,2]"
   [family_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
                          train_cfg.val_interval=10 train_dataloader.batch_size=64 $FAMILY"
   [strong_implant_oracle_ref]="$STRONG model.reference.mode=class model.reference.class_index=9"
@@ -128,6 +138,11 @@ case "$step" in
     r=${2:?bmaiu run name, e.g. long_implant_trigger8}
     last=$(ls "$ROOT/bmaiu_$r"/epoch_*.pth | sort -V | tail -1)
     $PY tools/analysis/extract_encoder.py "$last" --prefix teacher. --out "$ROOT/f1_$r.pth" ;;
+  joint)
+    $PY tools/train.py configs/attacks/badencoder-joint-custom_resnet18-w16_simclr_1xb256-10e_cifar10.py \
+        --work-dir "$ROOT/joint" --cfg-options encoder_checkpoint="$CLEAN"
+    $PY tools/analysis/extract_encoder.py "$ROOT/joint/epoch_10.pth" --prefix backbone. \
+        --out "$ROOT/f1_joint_trigger8.pth" ;;
   unlearn)
     r=${2:?f1 run}; v=${3:?variant}
     [ -n "${UNLEARN[$v]+x}" ] || { echo "unknown variant $v: ${!UNLEARN[*]}"; exit 2; }
@@ -137,9 +152,26 @@ case "$step" in
     $PY tools/train.py "$BMAIU_CFG" --work-dir "$ROOT/unlearn_${r}_$v" \
         --cfg-options encoder_checkpoint="$ROOT/f1_$r.pth" train_dataloader.dataset.ratio=0.05 \
         $size $STAGE2 ${UNLEARN[$v]} ;;
+  defense)
+    d=${2:?clp, sslcleanse, ibau, decree_clean or decree_badencoder}
+    case "$d" in
+      clp) $PY tools/test.py configs/defenses/clp_resnet18-w16_simclr_u3_cifar10.py "$ATTACKED" \
+               --work-dir "$ROOT/defense_clp" --cfg-options evaluate_attack=badencoder ;;
+      decree_clean|decree_badencoder)
+        enc=$ATTACKED; [ "$d" = decree_clean ] && enc=$CLEAN
+        $PY tools/test.py configs/defenses/decree_resnet18-w16_simclr_cifar10.py "$enc" \
+            --work-dir "$ROOT/defense_$d" --cfg-options evaluate_attack=badencoder ;;
+      sslcleanse|ibau)
+        cfg=configs/defenses/sslcleanse_resnet18-w16_simclr_1xb256-20e_cifar10.py
+        [ "$d" = ibau ] && cfg=configs/defenses/ibau_resnet18-w16_simclr_1xb256-5e_cifar10.py
+        $PY tools/train.py "$cfg" --work-dir "$ROOT/defense_$d" \
+            --cfg-options encoder_checkpoint="$ATTACKED" evaluate_attack=badencoder ;;
+      *) echo "unknown defense $d"; exit 2 ;;
+    esac ;;
   table)
     runs=("clean=$ROOT/clean_probe" "badencoder=$ROOT/badencoder")
-    for d in "$ROOT"/bmaiu_* "$ROOT"/bmaiufull_* "$ROOT"/unlearn_* "$ROOT"/observe_*; do
+    for d in "$ROOT"/bmaiu_* "$ROOT"/bmaiufull_* "$ROOT"/unlearn_* "$ROOT"/observe_* \
+             "$ROOT"/defense_* "$ROOT"/multitarget*; do
       [ -f "$d/metrics.json" ] && runs+=("$(basename "$d")=$d")
     done
     $PY tools/analysis/collect_metrics.py "${runs[@]}" --out "$ROOT/results.md"
