@@ -1,9 +1,9 @@
 """Evaluate a checkpoint with the linear-probe backdoor evaluator (BA / ASR / PA).
 
 ``mim test bmaiu_plugin CONFIG --checkpoint CKPT`` for a config's own checkpoint, or
-``mim test bmaiu_plugin configs/eval/probe_resnet18_cifar10.py --cfg-options
-encoder_checkpoint=PATH evaluate_attack=NAME`` for any encoder file (loaded as tensors only).
-Writes ``metrics.json`` in the work dir.  Bad input ends in one ``error:`` line, exit status 2.
+``mim test bmaiu_plugin configs/eval/probe_resnet18_cifar10.py --checkpoint PATH --cfg-options
+evaluate_attack=NAME`` (mim requires ``--checkpoint``) for any encoder file (loaded as tensors
+only).  Writes ``metrics.json`` in the work dir.  Bad input ends in one ``error:`` line, exit status 2.
 """
 import argparse
 import os

@@ -22,8 +22,9 @@
 #                         custom trigger jointly; then f1_joint_trigger8.pth for `unlearn`
 #   unlearn F1RUN VARIANT stage 2 alone (10 epochs, batch 64, 5 % data) from $ROOT/f1_F1RUN.pth,
 #                         with stage-2 VARIANTS below: the "suspect" it reports is f1
-#   defense NAME          a baseline on the BadEncoder encoder: clp, sslcleanse, ibau (w16 configs
-#                         of configs/defenses), or decree_clean / decree_badencoder (PL1)
+#   defense NAME          a baseline on the BadEncoder encoder: clp, sslcleanse, ibau, ibau_short
+#                         (5 % data, 2 rounds) (w16 configs of configs/defenses), or decree_clean /
+#                         decree_badencoder / decree_bmaiu (PL1)
 #   table                 collect every metrics.json into $ROOT/results.md
 # env: ROOT (default work_dirs/cpu_study), CLEAN (clean encoder checkpoint; default
 #      $ROOT/simclr/epoch_$CLEAN_EPOCH.pth), CLEAN_EPOCH (default 8), PY (default python).
@@ -157,8 +158,10 @@ case "$step" in
     case "$d" in
       clp) $PY tools/test.py configs/defenses/clp_resnet18-w16_simclr_u3_cifar10.py "$ATTACKED" \
                --work-dir "$ROOT/defense_clp" --cfg-options evaluate_attack=badencoder ;;
-      decree_clean|decree_badencoder)
+      decree_clean|decree_badencoder|decree_bmaiu)
         enc=$ATTACKED; [ "$d" = decree_clean ] && enc=$CLEAN
+        # the BMAIU-defended f2 of the run whose custom trigger implanted (backbone.* of it)
+        [ "$d" = decree_bmaiu ] && enc=$ROOT/bmaiu_long_implant_trigger8/epoch_30.pth
         $PY tools/test.py configs/defenses/decree_resnet18-w16_simclr_cifar10.py "$enc" \
             --work-dir "$ROOT/defense_$d" --cfg-options evaluate_attack=badencoder ;;
       sslcleanse|ibau)
@@ -166,6 +169,11 @@ case "$step" in
         [ "$d" = ibau ] && cfg=configs/defenses/ibau_resnet18-w16_simclr_1xb256-5e_cifar10.py
         $PY tools/train.py "$cfg" --work-dir "$ROOT/defense_$d" \
             --cfg-options encoder_checkpoint="$ATTACKED" evaluate_attack=badencoder ;;
+      ibau_short)  # I-BAU at a budget this CPU manages: 5 % labeled data, 2 rounds
+        $PY tools/train.py configs/defenses/ibau_resnet18-w16_simclr_1xb256-5e_cifar10.py \
+            --work-dir "$ROOT/defense_$d" --cfg-options encoder_checkpoint="$ATTACKED" \
+            evaluate_attack=badencoder train_dataloader.dataset.ratio=0.05 \
+            train_cfg.max_epochs=2 train_cfg.val_interval=2 ;;
       *) echo "unknown defense $d"; exit 2 ;;
     esac ;;
   table)
