@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..evaluation.probe import pool_features
+from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
 
 __all__ = ['decree_invert', 'pl1_norm', 'mean_pairwise_cosine']
@@ -179,10 +180,7 @@ def decree_invert(encoder: nn.Module,
                                f'lr={lr}, lam_init={lam_init}, lam_min={lam_min}, '
                                f'lam_max={lam_max}')
     batch_size = min(int(batch_size), n)
-    if device is None:
-        p0 = next(iter(encoder.parameters()), None)
-        device = p0.device if p0 is not None else torch.device('cpu')
-    device = torch.device(device)
+    device = module_device(encoder, device)
     if isinstance(normalizer, nn.Module):
         normalizer = copy.deepcopy(normalizer).to(device)
     norm = normalizer if normalizer is not None else (lambda t: t)

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..evaluation.probe import pool_features
+from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
 
 __all__ = ['EncoderClassifier', 'ibau_perturbation', 'ibau_inner_map', 'ibau_hypergradient',
@@ -65,16 +66,6 @@ class EncoderClassifier(nn.Module):
         if self.feature_norm == 'l2':
             feats = F.normalize(feats, dim=1)
         return self.head(feats)
-
-
-def _device_of(model_fn: ModelFn, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model_fn, nn.Module):
-        p = next(iter(model_fn.parameters()), None)
-        if p is not None:
-            return p.device
-    return torch.device('cpu')
 
 
 def _prepare(batch, normalizer: Normalizer, device: torch.device) -> Batch:
@@ -159,7 +150,7 @@ def ibau_perturbation(model_fn: ModelFn,
     _check_positive(lr=lr, passes=passes)
     if float(l2_weight) < 0:
         raise ConfigValueError(f'I-BAU l2_weight must be >= 0, got {l2_weight}')
-    dev = _device_of(model_fn, device)
+    dev = module_device(model_fn, device)
     batches = _as_reiterable(batches)
     delta = None
     with _EvalMode(model_fn):
@@ -337,7 +328,7 @@ def ibau_unlearn(model_fn: ModelFn,
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ConfigValueError('I-BAU has no parameter that requires grad to unlearn')
-    dev = _device_of(model_fn, device)
+    dev = module_device(model_fn, device)
     batches = _as_reiterable(batches)
     if optimizer is None:
         optimizer = torch.optim.Adam(params, lr=float(outer_lr))

@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..evaluation.probe import pool_features
+from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
 from .decree import _from_tanh_space, _to_tanh_space
 
@@ -407,11 +408,6 @@ def synthesize_cluster_triggers(features: Callable[[torch.Tensor], torch.Tensor]
                 lam=[s.lam for s in scheds], rounds=run_rounds)
 
 
-def _encoder_device(encoder: nn.Module) -> torch.device:
-    p0 = next(iter(encoder.parameters()), None)
-    return p0.device if p0 is not None else torch.device('cpu')
-
-
 def sslcleanse_detect(encoder: nn.Module,
                       images: torch.Tensor,
                       normalizer: Optional[Callable[[torch.Tensor], torch.Tensor]],
@@ -473,7 +469,7 @@ def sslcleanse_detect(encoder: nn.Module,
     if not float(threshold) > 0:
         raise ConfigValueError(f'SSL-Cleanse threshold must be > 0, got {threshold}')
     _check_budgets(**synthesis)
-    device = torch.device(device) if device is not None else _encoder_device(encoder)
+    device = module_device(encoder, device)
     if isinstance(normalizer, nn.Module):
         normalizer = copy.deepcopy(normalizer).to(device)
     norm = normalizer if normalizer is not None else (lambda t: t)
