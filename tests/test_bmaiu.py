@@ -146,6 +146,27 @@ def test_patch_family_as_custom_trigger_runs_both_stages():
                                                           sizes=(3, 33)))
 
 
+def test_stage_blocks_limit_which_blocks_each_stage_changes():
+    model = tiny_bmaiu(implant_blocks=('conv1', 'layer1'), unlearn_blocks=['layer4'])
+    model.train()
+    x = imgs()
+
+    def changed_blocks():
+        for p in model.backbone.parameters():
+            p.grad = None
+        sum(v for k, v in model.loss(x).items() if k.startswith('loss')).backward()
+        return {n.split('.')[0] for n, p in model.backbone.named_parameters()
+                if p.grad is not None and p.grad.abs().sum() > 0}
+
+    assert changed_blocks() == {'conv1', 'layer1'}
+    model.start_unlearning()
+    assert changed_blocks() == {'layer4'}
+    assert tiny_bmaiu().stage_blocks == {1: None, 2: None}
+    for bad in (('layer5',), (), ('relu',)):
+        with pytest.raises(ConfigValueError, match='unlearn_blocks must name'):
+            BMAIU(backbone=TINY_BACKBONE, unlearn_blocks=bad)
+
+
 def test_bn_frozen_and_teachers_frozen():
     model = tiny_bmaiu()
     model.train()

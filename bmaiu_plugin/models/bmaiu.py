@@ -34,7 +34,8 @@ The defender's custom trigger ``e`` (a seeded random ``trigger_size`` patch at a
 position per sample) and the reference set R are the *defense's own*; the attacker's trigger is
 never an input of this model.  Only the evaluator (``val_cfg.triggers``) knows it.
 """
-from typing import Dict, Optional
+import functools
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -77,6 +78,16 @@ class BMAIU(EncoderFinetuneBase):
             direction (clean images already have cosine ~0.9 to one another), which leaves
             ``1 - cos`` losses almost no gradient; centering removes that direction.
         img_size (int): Image side, to check the trigger fits at build time.
+        implant_blocks (Sequence[str], optional): Top-level backbone modules stage 1 may change
+            (e.g. ``('conv1', 'layer1', 'layer2')``); ``None`` (default, the paper): all.
+        trigger_search (dict, optional): Before stage 1, optimise the custom trigger's pattern
+            so that the suspect reacts to it most (:func:`~bmaiu_plugin.defenses.trigger_search.
+            search_patch_pattern` arguments: ``steps``, ``lr``, ``batch_size``, ``objective``).
+            ``None`` (default, the paper): keep the seeded random pattern.  Label-free and blind
+            to the attacker's trigger; runs once (a resumed run keeps the checkpoint's pattern).
+        unlearn_blocks (Sequence[str], optional): The same for stage 2.  The other blocks'
+            gradients are zeroed (weight decay still applies to them), so the option works under
+            DDP and needs no optimizer rebuild at the stage switch.
         **kwargs: :class:`EncoderFinetuneBase` arguments (``encoder_checkpoint``, ``freeze_bn``,
             ``mean``, ``std``, ``seed``).
     """
@@ -89,8 +100,13 @@ class BMAIU(EncoderFinetuneBase):
                  reference_anchor: float = 1., implant_target: str = 'suspect',
                  repulsion: str = 'cosine', hinge_margin: float = 0.,
                  repulsion_anchor: str = 'teacher', trigger_fraction: float = 1.,
-                 center_features: bool = False, img_size: Optional[int] = 32, **kwargs):
+                 center_features: bool = False, img_size: Optional[int] = 32,
+                 implant_blocks: Optional[Sequence[str]] = None,
+                 unlearn_blocks: Optional[Sequence[str]] = None,
+                 trigger_search: Optional[dict] = None, **kwargs):
         super().__init__(backbone, frozen_copies=('suspect', 'teacher'), **kwargs)
+        self.stage_blocks = {1: self._check_blocks('implant_blocks', implant_blocks),
+                             2: self._check_blocks('unlearn_blocks', unlearn_blocks)}
         if repulsion not in REPULSIONS:
             raise ConfigValueError(f'repulsion must be one of {REPULSIONS}, got {repulsion!r}')
         if repulsion_anchor not in ANCHORS:
@@ -109,6 +125,11 @@ class BMAIU(EncoderFinetuneBase):
         if img_size is not None and trig.get('type') in ('PatchTrigger', 'RandomPatchFamily'):
             trig.setdefault('img_size', img_size)
         self.custom_trigger: nn.Module = build_trigger(trig)
+        self.trigger_search = None if trigger_search is None else dict(trigger_search)
+        if self.trigger_search is not None and (
+                type(self.custom_trigger).__name__ != 'PatchTrigger'):
+            raise ConfigValueError('trigger_search needs a PatchTrigger custom trigger, got '
+                                   f'{type(self.custom_trigger).__name__}')
         self.reference_cfg = dict(reference)
         self.u0, self.u1, self.u2, self.u3 = float(u0), float(u1), float(u2), float(u3)
         self.reference_anchor = float(reference_anchor)
@@ -120,26 +141,67 @@ class BMAIU(EncoderFinetuneBase):
         #: mean suspect feature of the defense data (set with R; recomputed identically on resume)
         self.feature_center: Optional[torch.Tensor] = None
         self.register_buffer('stage', torch.ones((), dtype=torch.long))
+        if any(v is not None for v in self.stage_blocks.values()):
+            for name, p in self.backbone.named_parameters():
+                if p.requires_grad:
+                    p.register_hook(functools.partial(self._stage_grad, name.split('.')[0]))
         self.reference: Optional[torch.Tensor] = None
         self.reference_info: dict = {}
 
     # set-up ------------------------------------------------------------------------------
+    def _check_blocks(self, key: str, blocks: Optional[Sequence[str]]) -> Optional[frozenset]:
+        if blocks is None:
+            return None
+        names = [n for n, m in self.backbone.named_children() if any(True for _ in m.parameters())]
+        blocks = [blocks] if isinstance(blocks, str) else list(blocks)
+        unknown = [b for b in blocks if b not in names]
+        if not blocks or unknown:
+            raise ConfigValueError(f'{key} must name top-level backbone modules with parameters '
+                                   f'({", ".join(names)}); got {blocks}')
+        return frozenset(blocks)
+
+    def _stage_grad(self, block: str, grad: torch.Tensor) -> torch.Tensor:
+        allowed = self.stage_blocks[int(self.stage)]
+        return grad if allowed is None or block in allowed else torch.zeros_like(grad)
+
     def prepare_reference(self, dataset) -> None:
         """Choose R from the defense data (labels, k-means on ``f0`` features, or files)."""
         cfg = dict(self.reference_cfg)
         cfg.setdefault('seed', self.seed)
+        arrays = None
         if not self.center_features:
             self.reference, self.reference_info = select_reference(
                 dataset, encode=self._encode_suspect, **cfg)
-            return
-        # centering needs f0 features of the whole defense data; k-means needs the same ones:
-        # load the images and encode them once for both
-        arrays = dataset_arrays(dataset)
-        feats = self._encode_suspect(arrays[0])
-        encode = lambda x: feats if x is arrays[0] else self._encode_suspect(x)  # noqa: E731
-        self.reference, self.reference_info = select_reference(
-            dataset, encode=encode, arrays=arrays, **cfg)
-        self.feature_center = feats.mean(0).to(self.step.device)
+        else:
+            # centering needs f0 features of the whole defense data; k-means needs the same
+            # ones: load the images and encode them once for both
+            arrays = dataset_arrays(dataset)
+            feats = self._encode_suspect(arrays[0])
+            encode = lambda x: feats if x is arrays[0] else self._encode_suspect(x)  # noqa: E731
+            self.reference, self.reference_info = select_reference(
+                dataset, encode=encode, arrays=arrays, **cfg)
+            self.feature_center = feats.mean(0).to(self.step.device)
+        if self.trigger_search is not None and int(self.step) == 0 and int(self.stage) == 1:
+            imgs = (arrays if arrays is not None else dataset_arrays(dataset))[0]
+            self.search_custom_trigger(imgs)
+
+    @torch.no_grad()
+    def search_custom_trigger(self, imgs: torch.Tensor) -> dict:
+        """Replace the custom pattern by the one the suspect reacts to most (rank 0's)."""
+        from mmengine.dist import broadcast, is_distributed
+
+        from ..defenses.trigger_search import search_patch_pattern
+        cfg = dict(self.trigger_search)
+        cfg.setdefault('seed', self.seed)
+        with torch.enable_grad():
+            pattern, info = search_patch_pattern(self.suspect, self.normalizer,
+                                                 imgs, self.custom_trigger, **cfg)
+        pattern = pattern.to(self.custom_trigger.pattern)
+        if is_distributed():
+            broadcast(pattern, 0)
+        self.custom_trigger.pattern.copy_(pattern)
+        self.reference_info['trigger_search'] = info
+        return info
 
     def _cos(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """The loss cosine: on centered features when ``center_features``."""

@@ -130,10 +130,12 @@ def plot_tsne(panels: Sequence[dict], path: str, ncols: int = 2, seed: int = 0) 
         clean, trig = np.asarray(p['clean']), np.asarray(p['triggered'])
         emb = tsne_2d(np.concatenate([clean, trig]), seed=seed)
         c, t = emb[:len(clean)], emb[len(clean):]
+        # triggered points underneath and faint, so that a collapsed (backdoored) cluster shows
+        # as a dark blob without hiding the clean classes drawn on top of it
+        ax.scatter(t[:, 0], t[:, 1], c='0.25', marker='x', s=10, linewidths=0.6, alpha=0.45,
+                   zorder=1, label='triggered')
         sc = ax.scatter(c[:, 0], c[:, 1], c=np.asarray(p['labels']), cmap='tab10', vmin=0,
-                        vmax=9, s=6, alpha=0.7)
-        ax.scatter(t[:, 0], t[:, 1], c='black', marker='x', s=8, linewidths=0.6,
-                   label='triggered')
+                        vmax=9, s=9, alpha=0.85, linewidths=0, zorder=2)
         ax.set_title(p.get('title', ''), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

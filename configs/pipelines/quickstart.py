@@ -5,7 +5,8 @@
 #
 # Scale (everything on the width-16 CIFAR ResNet-18, 128-d features):
 # * SSL: SimCLR, 2 epochs on 20 % of the training set (the first 10,000 images, data_batch_1);
-# * attacks: BadEncoder and ESTAS fine-tune the clean encoder for 3 epochs on 10 % shadow data;
+# * attacks: BadEncoder and ESTAS fine-tune the clean encoder for 3 epochs on 10 % shadow data at
+#   batch 64 (234 steps: the study's BadEncoder needed ~200 steps to implant; batch 256 gave 60);
 #   SSL-Backdoor and CTRL poison the same 2-epoch / 20 % SimCLR pretraining;
 # * defenses: CLP (u=3, data-free) and BMAIU (5 % defense data, 1 implant + 3 unlearning epochs);
 # * probe: the paper's linear probe, fit on 5,000 training images, tested on 2,000 test images.
@@ -37,7 +38,8 @@ options = dict(
     },
     pretrain=ssl_budget,
     poison=ssl_budget,
-    attack={'train_cfg.max_epochs': 3, 'train_cfg.val_interval': 3},
+    attack={'train_cfg.max_epochs': 3, 'train_cfg.val_interval': 3,
+            'train_dataloader.batch_size': 64},
 )
 
 ssl = dict(
@@ -62,8 +64,7 @@ attacks = dict(
         config='configs/attacks/badencoder_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
     estas=dict(
         name='ESTAS', type='finetune', evaluate='estas',
-        config='configs/attacks/estas_resnet18_simclr_1xb256-20e_cifar10.py',
-        cfg_options={'model.backbone.stem_channels': 16, 'model.backbone.base_channels': 16}),
+        config='configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
 )
 
 defenses = dict(

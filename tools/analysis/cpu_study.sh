@@ -5,7 +5,9 @@
 # usage: bash tools/analysis/cpu_study.sh STEP [ARGS]
 #   pretrain              SimCLR w16 (configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py)
 #   probe_clean           BA / BadEncoder-trigger ASR of the clean encoder
+#   probe_clean_all       the same with every attack's trigger (the clean row of the attack table)
 #   badencoder            attack the clean encoder (10 % shadow data, 10 epochs)
+#   estas                 the ESTAS reconstruction on the clean encoder (10 % shadow data, 10 epochs)
 #   bmaiu VARIANT         defend the BadEncoder encoder; VARIANT is one of the ablation rows below,
 #                         at the ablation budget: 5 % defense data, 3 implant + 10 unlearn epochs
 #   bmaiu_full VARIANT    the same at the paper's budget: 10 % data, 5 + 20 epochs
@@ -34,7 +36,11 @@ ROOT=${ROOT:-work_dirs/cpu_study}
 PY=${PY:-python}
 CLEAN_EPOCH=${CLEAN_EPOCH:-8}
 CLEAN=${CLEAN:-$ROOT/simclr/epoch_$CLEAN_EPOCH.pth}
-ATTACKED=$ROOT/badencoder/epoch_10.pth
+# the suspect of the bmaiu steps, and the attack its evaluator knows (e.g. ATTACKED=$ROOT/estas/
+# epoch_10.pth EVAL=estas: the run's work dir then gets the suffix _estas)
+ATTACKED=${ATTACKED:-$ROOT/badencoder/epoch_10.pth}
+EVAL=${EVAL:-badencoder}
+SUFFIX=""; [ "$EVAL" = badencoder ] || SUFFIX=_$EVAL
 MULTI=$ROOT/multitarget4/epoch_10.pth
 BMAIU_CFG=configs/bmaiu/bmaiu_resnet18-w16_simclr_1xb256-5e-20e_cifar10.py
 # the ablation budget (a BMAIU run at the paper's 10 % / 5+20 epochs takes ~25 min on 2 cores)
@@ -52,6 +58,10 @@ LONG="train_dataloader.batch_size=64 implant_epochs=20 custom_hooks.1.implant_ep
 # the custom trigger as a family: a new random pattern, side (3-10) and position per image
 FAMILY="model.custom_trigger._delete_=True model.custom_trigger.type=RandomPatchFamily
         model.custom_trigger.sizes=[3,10]"
+# the custom trigger's pattern searched on the suspect before stage 1 (label-free, blind to the
+# attack: bmaiu_plugin/defenses/trigger_search.py): the 8x8 patch it reacts to most
+SEARCH="model.trigger_search.steps=300 model.trigger_search.lr=0.1
+        model.trigger_search.batch_size=128"
 # ablation rows: name -> extra --cfg-options
 declare -A VARIANTS=(
   [default]=""
@@ -80,6 +90,24 @@ declare -A VARIANTS=(
                            model.custom_trigger.position=[2,2]"
   [family_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
                          train_cfg.val_interval=10 train_dataloader.batch_size=64 $FAMILY"
+  # stage 1 may change only the early blocks, stage 2 only the late ones: the implant has to
+  # route the custom trigger through the suspect's existing late-layer pathways, and unlearning
+  # has to act on those pathways instead of undoing the implant's early-layer changes
+  [implant_early_unlearn_late]="$LONG model.custom_trigger.size=8
+                                model.implant_blocks=[conv1,layer1,layer2]
+                                model.unlearn_blocks=[layer3,layer4]"
+  # mechanism check (not a defense: white is the attacker's pattern): stage 2 alone with a
+  # white 10x10 patch at random positions, which the suspect already reacts to
+  [white10_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                          train_cfg.val_interval=10 train_dataloader.batch_size=64
+                          model.custom_trigger.pattern=white model.custom_trigger.size=10"
+  [searched8_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                            train_cfg.val_interval=10 train_dataloader.batch_size=64 $SEARCH
+                            model.custom_trigger.size=8"
+  [searched10_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                             train_cfg.val_interval=10 train_dataloader.batch_size=64 $SEARCH
+                             model.custom_trigger.size=10"
+  [searched8_long]="$LONG $SEARCH model.custom_trigger.size=8"
   [strong_implant_oracle_ref]="$STRONG model.reference.mode=class model.reference.class_index=9"
 )
 
@@ -93,6 +121,9 @@ declare -A UNLEARN=(
   [squared]="model.repulsion=squared"
   [u2only]="model.u3=0.0 model.u0=0.0"
   [lr0.001]="optim_wrapper.optimizer.lr=0.001"
+  # which blocks stage 2 may change (the others keep f1's weights)
+  [late]="model.unlearn_blocks=[layer3,layer4]"
+  [early]="model.unlearn_blocks=[conv1,layer1,layer2]"
 )
 
 step=${1:-}
@@ -103,16 +134,24 @@ case "$step" in
   probe_clean)
     $PY tools/test.py configs/eval/probe_resnet18-w16_cifar10.py "$CLEAN" \
         --work-dir "$ROOT/clean_probe" --cfg-options evaluate_attack=badencoder ;;
+  probe_clean_all)
+    $PY tools/test.py configs/eval/probe_resnet18-w16_cifar10.py "$CLEAN" \
+        --work-dir "$ROOT/clean_probe_all" \
+        --cfg-options "evaluate_attack=[badencoder,estas,sslbackdoor,ctrl]" ;;
   badencoder)
     $PY tools/train.py configs/attacks/badencoder_resnet18-w16_simclr_1xb256-10e_cifar10.py \
         --work-dir "$ROOT/badencoder" --cfg-options encoder_checkpoint="$CLEAN" ;;
   bmaiu|bmaiu_full)
     v=${2:?variant}; [ -n "${VARIANTS[$v]+x}" ] || { echo "unknown variant $v: ${!VARIANTS[*]}"; exit 2; }
-    budget=$ABLATION; name=bmaiu_$v
-    [ "$step" = bmaiu_full ] && { budget=""; name=bmaiufull_$v; }
+    budget=$ABLATION; name=bmaiu_$v$SUFFIX
+    [ "$step" = bmaiu_full ] && { budget=""; name=bmaiufull_$v$SUFFIX; }
     # shellcheck disable=SC2086
     $PY tools/train.py "$BMAIU_CFG" --work-dir "$ROOT/$name" \
-        --cfg-options encoder_checkpoint="$ATTACKED" $budget ${VARIANTS[$v]} ;;
+        --cfg-options encoder_checkpoint="$ATTACKED" evaluate_attack="$EVAL" $budget \
+        ${VARIANTS[$v]} ;;
+  estas)
+    $PY tools/train.py configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py \
+        --work-dir "$ROOT/estas" --cfg-options encoder_checkpoint="$CLEAN" ;;
   multitarget)
     n=${2:-10}; name=multitarget; [ "$n" = 10 ] || name=multitarget$n
     $PY tools/train.py "configs/attacks/badencoder-$name"_resnet18-w16_simclr_1xb64-10e_cifar10.py \

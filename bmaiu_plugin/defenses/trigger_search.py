@@ -1,0 +1,106 @@
+"""Search the pattern of a patch trigger that the suspect encoder reacts to most.
+
+A defense-side, label-free search (it never reads the attacker's trigger): the ``S x S`` pattern of
+a :class:`~bmaiu_plugin.triggers.PatchTrigger` is optimised on the defense data so that pasting it
+(at the trigger's own positions, e.g. a new random one per image) changes the frozen encoder's
+features as much as possible.  Two objectives:
+
+* ``'collapse'`` (default): maximise the mean pairwise cosine of the triggered features of a
+  batch, DECREE's signature of a backdoor (every triggered image mapped to one point), with a
+  fixed patch size instead of DECREE's learned mask;
+* ``'shift'``: minimise the cosine between each triggered feature and the same image's clean one.
+
+Why BMAIU needs it (docs/results.md, "Session 3"): at CPU scale, unlearning a trigger only
+removes the attacker's backdoor when the suspect *already* reacts to that trigger; a seeded random
+pattern does not (its features stay at cosine 0.99 to the clean ones), so stage 2 has nothing
+of the attacker's circuit to act on.
+"""
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..evaluation.probe import pool_features
+from ..utils.device import module_device
+from ..utils.errors import ConfigValueError
+from .decree import mean_pairwise_cosine
+
+__all__ = ['search_patch_pattern', 'OBJECTIVES']
+
+OBJECTIVES = ('collapse', 'shift')
+
+
+def _objective(name: str, feats: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """The value to *minimise*."""
+    if name == 'collapse':
+        return -mean_pairwise_cosine(feats)
+    return F.cosine_similarity(feats, clean, dim=1).mean()
+
+
+def search_patch_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.Tensor,
+                         trigger: nn.Module, steps: int = 200, lr: float = 0.1,
+                         batch_size: int = 128, objective: str = 'collapse',
+                         seed: int = 0) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Optimise ``trigger.pattern`` against a frozen encoder; return the new pattern.
+
+    Args:
+        encoder (nn.Module): The frozen suspect encoder (kept in its current mode; no weight
+            is changed).
+        normalizer (nn.Module): Pixel-space ``[0, 255]`` images to the encoder's input.
+        imgs (Tensor): ``(N, C, H, W)`` uint8 defense images (any device).
+        trigger (nn.Module): A :class:`~bmaiu_plugin.triggers.PatchTrigger`; its pattern is the
+            starting point and its ``sample_positions`` / ``stamp_at`` place the patch.
+        steps (int): Adam steps. lr (float): Adam learning rate on the ``atanh`` parameters.
+        batch_size (int): Images per step (>= 2 for ``'collapse'``).
+        objective (str): One of :data:`OBJECTIVES`.
+        seed (int): Seed of the batch and position draws.
+
+    Returns:
+        tuple: ``(pattern, info)``: the ``(C, S, S)`` pattern in ``[0, 255]`` (rounded, on the
+        CPU), and ``{'objective': name, 'start': value, 'end': value}`` where the value is the
+        mean pairwise cosine (``'collapse'``) or the clean-to-triggered cosine (``'shift'``) of
+        a fixed evaluation batch, before and after the search.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigValueError(f'trigger search objective must be one of {OBJECTIVES}, '
+                               f'got {objective!r}')
+    if int(steps) < 1 or int(batch_size) < 2:
+        raise ConfigValueError(f'trigger search needs steps >= 1 and batch_size >= 2, got '
+                               f'steps={steps}, batch_size={batch_size}')
+    if len(imgs) < 2:
+        raise ConfigValueError('trigger search needs at least 2 defense images')
+    if not hasattr(trigger, 'stamp_at') or not torch.is_tensor(getattr(trigger, 'pattern', None)):
+        raise ConfigValueError(f'trigger search needs a PatchTrigger, got {type(trigger).__name__}')
+    device = module_device(encoder)
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    cpu_gen = torch.Generator().manual_seed(int(seed))
+    h, w = imgs.shape[-2:]
+    start = trigger.pattern.detach().float().to(device)
+    param = torch.atanh((start / 127.5 - 1).clamp(-0.999, 0.999)).requires_grad_(True)
+    opt = torch.optim.Adam([param], lr=float(lr))
+
+    def value(x: torch.Tensor, pattern: torch.Tensor, generator) -> torch.Tensor:
+        pos = trigger.sample_positions(len(x), h, w, device=device, generator=generator)
+        xt = trigger.stamp_at(x.float(), pos, patterns=pattern[None])
+        feats = pool_features(encoder(normalizer(xt)))
+        with torch.no_grad():
+            clean = pool_features(encoder(normalizer(x.float()))) if objective == 'shift' \
+                else None
+        return _objective(objective, feats, clean)
+
+    n_eval = min(len(imgs), max(int(batch_size), 256))
+    eval_x = imgs[:n_eval].to(device)
+    sign = -1. if objective == 'collapse' else 1.
+    with torch.no_grad():
+        before = sign * value(eval_x, start, torch.Generator(device=device).manual_seed(1)).item()
+    for _ in range(int(steps)):
+        idx = torch.randperm(len(imgs), generator=cpu_gen)[:int(batch_size)]
+        loss = value(imgs[idx].to(device), 127.5 * (torch.tanh(param) + 1), gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    pattern = (127.5 * (torch.tanh(param.detach()) + 1)).round().clamp(0, 255)
+    with torch.no_grad():
+        after = sign * value(eval_x, pattern, torch.Generator(device=device).manual_seed(1)).item()
+    return pattern.cpu(), dict(objective=objective, start=round(before, 4), end=round(after, 4))

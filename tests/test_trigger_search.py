@@ -1,0 +1,72 @@
+"""The defense-side trigger search: it raises the suspect's reaction and never reads the attack."""
+import pytest
+import torch
+
+from bmaiu_plugin.defenses.trigger_search import search_patch_pattern
+from bmaiu_plugin.evaluation.probe import PixelNormalizer
+from bmaiu_plugin.models import BMAIU
+from bmaiu_plugin.triggers import PatchTrigger
+from bmaiu_plugin.utils.errors import ConfigValueError
+from mmpretrain.registry import MODELS
+
+TINY = dict(type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8,
+            norm_cfg=dict(type='BN'))
+
+
+def _encoder(tiny_resnet=False):
+    """A frozen encoder; by default a random linear map, whose clean features are spread out
+    (pairwise cosine ~0), so a patch can visibly collapse them."""
+    torch.manual_seed(0)
+    enc = MODELS.build(TINY) if tiny_resnet else torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 32))
+    enc.eval()
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    return enc
+
+
+def _imgs(n=64, seed=0):
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize('objective', ['collapse', 'shift'])
+def test_search_moves_the_objective_the_intended_way(objective):
+    enc, norm = _encoder(), PixelNormalizer((125., 123., 114.), (52., 51., 51.))
+    trig = PatchTrigger(size=16, pattern='random', position=(8, 8), seed=3, img_size=32)
+    before = [p.clone() for p in enc.parameters()]
+    start = trig.pattern.clone()
+    pattern, info = search_patch_pattern(enc, norm, _imgs(), trig, steps=15, lr=0.3,
+                                         batch_size=16, objective=objective)
+    assert pattern.shape == (3, 16, 16) and 0 <= pattern.min() and pattern.max() <= 255
+    assert not torch.equal(pattern, start) and torch.equal(trig.pattern, start)
+    if objective == 'collapse':  # mean pairwise cosine of triggered features goes up
+        assert info['end'] > info['start'] + 0.05
+    else:  # cosine of triggered to clean features goes down
+        assert info['end'] < info['start'] - 0.05
+    assert all(torch.equal(a, b) for a, b in zip(before, enc.parameters()))
+
+
+def test_search_bad_values():
+    enc, norm = _encoder(), PixelNormalizer((125., 123., 114.), (52., 51., 51.))
+    trig = PatchTrigger(size=4, pattern='random', position='random', img_size=32)
+    with pytest.raises(ConfigValueError, match='objective'):
+        search_patch_pattern(enc, norm, _imgs(), trig, objective='loudest')
+    with pytest.raises(ConfigValueError, match='batch_size >= 2'):
+        search_patch_pattern(enc, norm, _imgs(), trig, batch_size=1)
+
+
+def test_bmaiu_searches_its_custom_trigger_once_before_stage1():
+    model = BMAIU(backbone=TINY, reference=dict(mode='random_class', num=4),
+                  custom_trigger=dict(type='PatchTrigger', size=6, pattern='random',
+                                      position='random', seed=1),
+                  trigger_search=dict(steps=5, lr=0.3, batch_size=8))
+    model.sync_frozen(['suspect', 'teacher'])
+    start = model.custom_trigger.pattern.clone()
+    info = model.search_custom_trigger(_imgs(32))
+    assert set(info) == {'objective', 'start', 'end'} and info['end'] > info['start']
+    assert not torch.equal(model.custom_trigger.pattern, start)
+    assert model.reference_info['trigger_search'] == info
+    with pytest.raises(ConfigValueError, match='trigger_search needs a PatchTrigger'):
+        BMAIU(backbone=TINY, custom_trigger=dict(type='RandomPatchFamily', sizes=(3, 6)),
+              trigger_search=dict(steps=1))
