@@ -247,18 +247,32 @@ def _train(cfg):
     return runner
 
 
-def test_resume_in_stage2_matches_uninterrupted_run(fake_cifar, tmp_path):
+def _search_recipe(cfg):
+    """The bmaiu-search recipe's switches: searched pattern, re-searched every stage-2 epoch."""
+    cfg.model.custom_trigger.size = 6
+    cfg.model.trigger_search = dict(steps=3, lr=0.3, batch_size=4, restarts_steps=2)
+    cfg.custom_hooks[2].interval = 1
+    return cfg
+
+
+@pytest.mark.parametrize('recipe', ['paper', 'search'])
+def test_resume_in_stage2_matches_uninterrupted_run(fake_cifar, tmp_path, recipe):
     fake_root, _ = fake_cifar
     torch.manual_seed(0)
     from mmpretrain.registry import MODELS
     ckpt = str(tmp_path / 'suspect.pth')
     torch.save(MODELS.build(TINY_BACKBONE).state_dict(), ckpt)
+    make = (lambda *a: _search_recipe(_tiny_run_cfg(*a))) if recipe == 'search' else \
+        _tiny_run_cfg
 
-    full = _train(_tiny_run_cfg(fake_root, ckpt, tmp_path / 'full', 3))
+    full = _train(make(fake_root, ckpt, tmp_path / 'full', 3))
     # "killed" after epoch 2 (the first unlearning epoch), then resumed to the end
-    part = _train(_tiny_run_cfg(fake_root, ckpt, tmp_path / 'part', 2))
+    part = _train(make(fake_root, ckpt, tmp_path / 'part', 2))
     assert int(part.model.stage) == 2
-    cfg = _tiny_run_cfg(fake_root, ckpt, tmp_path / 'part', 3)
+    if recipe == 'search':  # searched before stage 1 and again before epoch 2
+        assert not torch.equal(part.model.custom_trigger.pattern,
+                               _train_free_pattern(part.model))
+    cfg = make(fake_root, ckpt, tmp_path / 'part', 3)
     cfg.resume = True
     resumed = _train(cfg)
 
@@ -271,6 +285,16 @@ def test_resume_in_stage2_matches_uninterrupted_run(fake_cifar, tmp_path):
     assert m_full == m_res
     assert set(m_full) >= {'suspect', 'implanted', 'defended', 'BTS', 'CCS', 'BTS_gap'}
     assert m_full['defended']['triggers'] == ['badencoder', 'custom']
+    if recipe == 'search':
+        info = m_full['reference']['trigger_search']
+        assert info['objective'] == 'collapse' and info['end'] >= info['start'] > 0.5
+
+
+def _train_free_pattern(model):
+    """The custom trigger's seeded random pattern, as built before any search."""
+    from bmaiu_plugin.triggers import build_trigger
+    return build_trigger(dict(type='PatchTrigger', size=6, pattern='random', position='random',
+                              seed=2025, img_size=32)).pattern.to(model.custom_trigger.pattern)
 
 
 class _ArrayDataset:

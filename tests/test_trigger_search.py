@@ -63,10 +63,49 @@ def test_bmaiu_searches_its_custom_trigger_once_before_stage1():
                   trigger_search=dict(steps=5, lr=0.3, batch_size=8))
     model.sync_frozen(['suspect', 'teacher'])
     start = model.custom_trigger.pattern.clone()
-    info = model.search_custom_trigger(_imgs(32))
+    model.search_images = _imgs(32)
+    info = model.search_custom_trigger()
     assert set(info) == {'objective', 'start', 'end'} and info['end'] > info['start']
     assert not torch.equal(model.custom_trigger.pattern, start)
-    assert model.reference_info['trigger_search'] == info
     with pytest.raises(ConfigValueError, match='trigger_search needs a PatchTrigger'):
         BMAIU(backbone=TINY, custom_trigger=dict(type='RandomPatchFamily', sizes=(3, 6)),
               trigger_search=dict(steps=1))
+
+
+def _runner(model, epoch, implant_epochs=1):
+    from types import SimpleNamespace
+
+    from bmaiu_plugin.engine import BMAIUStageHook
+    from mmengine.logging import MMLogger
+    return SimpleNamespace(model=model, epoch=epoch, hooks=[BMAIUStageHook(implant_epochs)],
+                           logger=MMLogger.get_instance('test_trigger_search'))
+
+
+def test_search_hook_repeats_on_the_student_every_interval_of_stage2():
+    from bmaiu_plugin.engine import CustomTriggerSearchHook
+    model = BMAIU(backbone=TINY, reference=dict(mode='random_class', num=4),
+                  custom_trigger=dict(type='PatchTrigger', size=6, pattern='random',
+                                      position='random', seed=1),
+                  trigger_search=dict(steps=4, lr=0.3, batch_size=8, restarts_steps=2))
+    model.sync_frozen(['suspect', 'teacher'])
+    model.search_images = _imgs(16)
+    model.train()
+    hook = CustomTriggerSearchHook(interval=2)
+    hook.before_train(_runner(model, 0))
+    patterns = []
+    for epoch in range(4):  # epoch 0 is stage 1 (implant_epochs=1): no search there
+        if epoch == 1:
+            model.start_unlearning()
+        hook.before_train_epoch(_runner(model, epoch))
+        patterns.append(model.custom_trigger.pattern.clone())
+    changed = [not torch.equal(a, b) for a, b in zip(patterns, patterns[1:])]
+    assert changed == [True, False, True]  # epochs 1 and 3: stage-2 epochs 0 and 2
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.backbone.training or model.freeze_bn
+    with pytest.raises(ConfigValueError, match='needs the model'):
+        CustomTriggerSearchHook(interval=1).before_train(_runner(tiny_plain(), 0))
+    CustomTriggerSearchHook().before_train(_runner(tiny_plain(), 0))  # off: no error
+
+
+def tiny_plain():
+    return BMAIU(backbone=TINY, reference=dict(mode='random_class', num=4))

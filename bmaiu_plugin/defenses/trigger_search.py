@@ -45,8 +45,8 @@ def search_patch_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.
     """Optimise ``trigger.pattern`` against a frozen encoder; return the new pattern.
 
     Args:
-        encoder (nn.Module): The frozen suspect encoder (kept in its current mode; no weight
-            is changed).
+        encoder (nn.Module): The encoder to probe: the frozen suspect, or the one being trained
+            (it is used in eval mode, and neither its weights nor their ``.grad`` change).
         normalizer (nn.Module): Pixel-space ``[0, 255]`` images to the encoder's input.
         imgs (Tensor): ``(N, C, H, W)`` uint8 defense images (any device).
         trigger (nn.Module): A :class:`~bmaiu_plugin.triggers.PatchTrigger`; its pattern is the
@@ -73,6 +73,16 @@ def search_patch_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.
     if not hasattr(trigger, 'stamp_at') or not torch.is_tensor(getattr(trigger, 'pattern', None)):
         raise ConfigValueError(f'trigger search needs a PatchTrigger, got {type(trigger).__name__}')
     device = module_device(encoder)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return _search(encoder, normalizer, imgs, trigger, int(steps), float(lr),
+                       int(batch_size), objective, int(seed), device)
+    finally:
+        encoder.train(was_training)
+
+
+def _search(encoder, normalizer, imgs, trigger, steps, lr, batch_size, objective, seed, device):
     gen = torch.Generator(device=device).manual_seed(int(seed))
     cpu_gen = torch.Generator().manual_seed(int(seed))
     h, w = imgs.shape[-2:]
@@ -97,8 +107,9 @@ def search_patch_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.
     for _ in range(int(steps)):
         idx = torch.randperm(len(imgs), generator=cpu_gen)[:int(batch_size)]
         loss = value(imgs[idx].to(device), 127.5 * (torch.tanh(param) + 1), gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # the gradient of the pattern only: nothing is accumulated in a trainable encoder's
+        # .grad (the search also runs on the encoder being trained, between its steps)
+        param.grad, = torch.autograd.grad(loss, [param])
         opt.step()
     pattern = (127.5 * (torch.tanh(param.detach()) + 1)).round().clamp(0, 255)
     with torch.no_grad():

@@ -1,10 +1,12 @@
 """Hooks of the encoder fine-tuning algorithms."""
 import json
+from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
+from ..utils.errors import ConfigValueError
 
 
 def _unwrap(runner):
@@ -58,3 +60,48 @@ class BMAIUStageHook(Hook):
             optim.state.clear()
             runner.logger.info(f'BMAIU: stage 2 (unlearning) from epoch {runner.epoch + 1}; '
                                'f1 frozen as teacher, optimizer state reset')
+
+
+@HOOKS.register_module()
+class CustomTriggerSearchHook(Hook):
+    """Repeat BMAIU's custom-trigger search during stage 2, on the encoder being unlearned.
+
+    Every ``interval`` epochs of stage 2 (from its first epoch), the custom pattern is replaced by
+    the patch the *current* encoder reacts to most (a search warm-started from the previous
+    pattern; the model's ``trigger_search`` settings).  Unlearning then keeps chasing what the
+    encoder still responds to instead of one fixed pattern it has already learned to ignore.
+    Runs before the epoch's first step, on every rank (rank 0's pattern is broadcast), and the
+    pattern is a buffer of the model, so a resumed run continues with the checkpoint's.
+
+    The BMAIU configs carry it switched off (``interval=None``); turn it on with
+    ``--cfg-options custom_hooks.2.interval=2`` together with ``model.trigger_search``.
+
+    Args:
+        interval (int, optional): Epochs of stage 2 between searches; ``None``: off.
+    """
+
+    priority = 'NORMAL'  # after BMAIUStageHook (HIGH) has switched the stage
+
+    def __init__(self, interval: Optional[int] = None):
+        if interval is not None and int(interval) < 1:
+            raise ValueError(f'interval must be >= 1 (or None: off), got {interval}')
+        self.interval = None if interval is None else int(interval)
+        self.stage2_start = None
+
+    def before_train(self, runner) -> None:
+        if self.interval is not None and getattr(_unwrap(runner), 'trigger_search', None) is None:
+            raise ConfigValueError('CustomTriggerSearchHook(interval=...) needs the model\'s '
+                                   'trigger_search settings (e.g. model.trigger_search.steps=300)')
+
+    def before_train_epoch(self, runner) -> None:
+        model = _unwrap(runner)
+        if self.interval is None or int(model.stage) != 2:
+            return
+        if self.stage2_start is None:
+            stage_hooks = [h for h in runner.hooks if isinstance(h, BMAIUStageHook)]
+            self.stage2_start = stage_hooks[0].implant_epochs if stage_hooks else runner.epoch
+        k = runner.epoch - self.stage2_start
+        if k % self.interval == 0:
+            info = model.search_custom_trigger('backbone')
+            runner.logger.info(f'custom trigger re-searched on the encoder being unlearned '
+                               f'(epoch {runner.epoch + 1}): {json.dumps(info)}')

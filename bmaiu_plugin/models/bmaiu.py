@@ -85,6 +85,10 @@ class BMAIU(EncoderFinetuneBase):
             search_patch_pattern` arguments: ``steps``, ``lr``, ``batch_size``, ``objective``).
             ``None`` (default, the paper): keep the seeded random pattern.  Label-free and blind
             to the attacker's trigger; runs once (a resumed run keeps the checkpoint's pattern).
+            With ``CustomTriggerSearchHook`` the search is repeated during stage 2 on the encoder
+            being trained (``restarts_steps``: steps of those warm-started searches), so that
+            unlearning keeps acting on whatever patch the encoder still reacts to; ``max_images``
+            (default 2048) caps the defense images kept for it.
         unlearn_blocks (Sequence[str], optional): The same for stage 2.  The other blocks'
             gradients are zeroed (weight decay still applies to them), so the option works under
             DDP and needs no optimizer rebuild at the stage switch.
@@ -126,6 +130,10 @@ class BMAIU(EncoderFinetuneBase):
             trig.setdefault('img_size', img_size)
         self.custom_trigger: nn.Module = build_trigger(trig)
         self.trigger_search = None if trigger_search is None else dict(trigger_search)
+        if self.trigger_search is not None:
+            # the first search's objective (start, end): kept in checkpoints, so that a resumed
+            # run (which does not search again) reports the same metrics.json
+            self.register_buffer('trigger_search_result', torch.full((2,), float('nan')))
         if self.trigger_search is not None and (
                 type(self.custom_trigger).__name__ != 'PatchTrigger'):
             raise ConfigValueError('trigger_search needs a PatchTrigger custom trigger, got '
@@ -147,6 +155,8 @@ class BMAIU(EncoderFinetuneBase):
                     p.register_hook(functools.partial(self._stage_grad, name.split('.')[0]))
         self.reference: Optional[torch.Tensor] = None
         self.reference_info: dict = {}
+        #: defense images the trigger search runs on (uint8, CPU; set with R)
+        self.search_images: Optional[torch.Tensor] = None
 
     # set-up ------------------------------------------------------------------------------
     def _check_blocks(self, key: str, blocks: Optional[Sequence[str]]) -> Optional[frozenset]:
@@ -181,26 +191,47 @@ class BMAIU(EncoderFinetuneBase):
             self.reference, self.reference_info = select_reference(
                 dataset, encode=encode, arrays=arrays, **cfg)
             self.feature_center = feats.mean(0).to(self.step.device)
-        if self.trigger_search is not None and int(self.step) == 0 and int(self.stage) == 1:
-            imgs = (arrays if arrays is not None else dataset_arrays(dataset))[0]
-            self.search_custom_trigger(imgs)
+        if self.trigger_search is not None:
+            cap = int(self.trigger_search.get('max_images', 2048))
+            self.search_images = (arrays if arrays is not None else dataset_arrays(dataset))[0]
+            self.search_images = self.search_images[:cap]
+            if int(self.step) == 0 and int(self.stage) == 1:
+                info = self.search_custom_trigger()
+                self.trigger_search_result.copy_(torch.tensor([info['start'], info['end']]))
+            start, end = self.trigger_search_result.tolist()
+            self.reference_info['trigger_search'] = dict(
+                objective=self.trigger_search.get('objective', 'collapse'),
+                start=round(start, 4), end=round(end, 4))
 
     @torch.no_grad()
-    def search_custom_trigger(self, imgs: torch.Tensor) -> dict:
-        """Replace the custom pattern by the one the suspect reacts to most (rank 0's)."""
+    def search_custom_trigger(self, encoder: str = 'suspect') -> dict:
+        """Replace the custom pattern by the one ``encoder`` reacts to most (rank 0's).
+
+        Args:
+            encoder (str): ``'suspect'`` (f0, before stage 1) or ``'backbone'`` (the encoder
+                being trained: the warm-started repeats of ``CustomTriggerSearchHook``).
+
+        Returns:
+            dict: The search's objective before and after (see ``search_patch_pattern``).
+        """
         from mmengine.dist import broadcast, is_distributed
 
         from ..defenses.trigger_search import search_patch_pattern
-        cfg = dict(self.trigger_search)
-        cfg.setdefault('seed', self.seed)
+        if self.trigger_search is None or self.search_images is None:
+            raise RuntimeError('trigger_search is not configured or the defense data is not '
+                               'loaded (ReferenceSetHook runs first)')
+        cfg = {k: v for k, v in self.trigger_search.items()
+               if k not in ('max_images', 'restarts_steps')}
+        cfg.setdefault('seed', self.seed + int(self.step))
+        if encoder != 'suspect' and 'restarts_steps' in self.trigger_search:
+            cfg['steps'] = self.trigger_search['restarts_steps']
         with torch.enable_grad():
-            pattern, info = search_patch_pattern(self.suspect, self.normalizer,
-                                                 imgs, self.custom_trigger, **cfg)
+            pattern, info = search_patch_pattern(getattr(self, encoder), self.normalizer,
+                                                 self.search_images, self.custom_trigger, **cfg)
         pattern = pattern.to(self.custom_trigger.pattern)
         if is_distributed():
             broadcast(pattern, 0)
         self.custom_trigger.pattern.copy_(pattern)
-        self.reference_info['trigger_search'] = info
         return info
 
     def _cos(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

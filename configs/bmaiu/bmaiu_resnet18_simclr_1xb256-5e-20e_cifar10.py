@@ -43,6 +43,9 @@ train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=implant_epochs + unlearn
 custom_hooks = [
     dict(type='ReferenceSetHook'),
     dict(type='BMAIUStageHook', implant_epochs=implant_epochs),
+    # off by default; with model.trigger_search set, interval=N re-searches the custom pattern
+    # on the encoder being unlearned every N epochs of stage 2 (docs/bmaiu.md)
+    dict(type='CustomTriggerSearchHook', interval=None),
 ]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=5, max_keep_ckpts=1))
 

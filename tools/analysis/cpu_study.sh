@@ -11,6 +11,8 @@
 #   bmaiu VARIANT         defend the BadEncoder encoder; VARIANT is one of the ablation rows below,
 #                         at the ablation budget: 5 % defense data, 3 implant + 10 unlearn epochs
 #   bmaiu_full VARIANT    the same at the paper's budget: 10 % data, 5 + 20 epochs
+#   bmaiu_search          the shipped searched-trigger recipe as is
+#                         (configs/bmaiu/bmaiu-search_resnet18-w16_simclr_1xb64-10e_cifar10.py)
 #   multitarget [N]       the multi-target BadEncoder (paper section 3.2) on the clean encoder
 #                         (10 % shadow data, 10 epochs, batch 64): N=10 HTBA triggers, three
 #                         sampled per step (default), or N=4, all four in every step
@@ -37,10 +39,10 @@ PY=${PY:-python}
 CLEAN_EPOCH=${CLEAN_EPOCH:-8}
 CLEAN=${CLEAN:-$ROOT/simclr/epoch_$CLEAN_EPOCH.pth}
 # the suspect of the bmaiu steps, and the attack its evaluator knows (e.g. ATTACKED=$ROOT/estas/
-# epoch_10.pth EVAL=estas: the run's work dir then gets the suffix _estas)
+# epoch_10.pth EVAL=estas: the run's work dir then gets the suffix _estas, or $SUFFIX if set)
 ATTACKED=${ATTACKED:-$ROOT/badencoder/epoch_10.pth}
 EVAL=${EVAL:-badencoder}
-SUFFIX=""; [ "$EVAL" = badencoder ] || SUFFIX=_$EVAL
+if [ -z "${SUFFIX+x}" ]; then SUFFIX=""; [ "$EVAL" = badencoder ] || SUFFIX=_$EVAL; fi
 MULTI=$ROOT/multitarget4/epoch_10.pth
 BMAIU_CFG=configs/bmaiu/bmaiu_resnet18-w16_simclr_1xb256-5e-20e_cifar10.py
 # the ablation budget (a BMAIU run at the paper's 10 % / 5+20 epochs takes ~25 min on 2 cores)
@@ -107,7 +109,19 @@ declare -A VARIANTS=(
   [searched10_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
                              train_cfg.val_interval=10 train_dataloader.batch_size=64 $SEARCH
                              model.custom_trigger.size=10"
+  # the same, and the pattern re-searched on the encoder being unlearned every 2 epochs
+  # (CustomTriggerSearchHook, 100-step warm-started searches)
+  [searched10_adv_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                                 train_cfg.val_interval=10 train_dataloader.batch_size=64 $SEARCH
+                                 model.custom_trigger.size=10 custom_hooks.2.interval=2
+                                 model.trigger_search.restarts_steps=100"
+  [searched10_adv1_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
+                                  train_cfg.val_interval=10 train_dataloader.batch_size=64
+                                  $SEARCH model.custom_trigger.size=10 custom_hooks.2.interval=1
+                                  model.trigger_search.restarts_steps=100"
   [searched8_long]="$LONG $SEARCH model.custom_trigger.size=8"
+  # both stages (3 implant + 10 unlearning epochs at batch 64) with the searched 10x10 pattern
+  [searched10]="train_dataloader.batch_size=64 $SEARCH model.custom_trigger.size=10"
   [strong_implant_oracle_ref]="$STRONG model.reference.mode=class model.reference.class_index=9"
 )
 
@@ -152,6 +166,10 @@ case "$step" in
   estas)
     $PY tools/train.py configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py \
         --work-dir "$ROOT/estas" --cfg-options encoder_checkpoint="$CLEAN" ;;
+  bmaiu_search)
+    $PY tools/train.py configs/bmaiu/bmaiu-search_resnet18-w16_simclr_1xb64-10e_cifar10.py \
+        --work-dir "$ROOT/bmaiu_search$SUFFIX" \
+        --cfg-options encoder_checkpoint="$ATTACKED" evaluate_attack="$EVAL" ;;
   multitarget)
     n=${2:-10}; name=multitarget; [ "$n" = 10 ] || name=multitarget$n
     $PY tools/train.py "configs/attacks/badencoder-$name"_resnet18-w16_simclr_1xb64-10e_cifar10.py \
