@@ -200,8 +200,18 @@ def data(cifar_root) -> SimpleNamespace:
 
 @pytest.fixture(scope='module')
 def clean_encoder(data, tmp_path_factory) -> SimpleNamespace:
-    """The briefly SimCLR-pretrained clean encoder: the module and its state-dict file."""
-    encoder = simclr_pretrain(data.pretrain_x, **PRETRAIN)
+    """The briefly SimCLR-pretrained clean encoder: the module and its state-dict file.
+
+    Pretrained on one torch thread, like the tests themselves (conftest's autouse fixture is
+    function-scoped, so it is not active yet here): the float results, and so the measured
+    numbers, do not depend on the machine's core count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        encoder = simclr_pretrain(data.pretrain_x, **PRETRAIN)
+    finally:
+        torch.set_num_threads(threads)
     path = str(tmp_path_factory.mktemp('clean_encoder') / 'encoder.pth')
     torch.save(encoder.state_dict(), path)
     return SimpleNamespace(encoder=encoder, path=path)
