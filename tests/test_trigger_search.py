@@ -67,6 +67,11 @@ def test_bmaiu_searches_its_custom_trigger_once_before_stage1():
     info = model.search_custom_trigger()
     assert set(info) == {'objective', 'start', 'end'} and info['end'] > info['start']
     assert not torch.equal(model.custom_trigger.pattern, start)
+    for bad, match in ((dict(stepz=3), 'unknown trigger_search keys'),
+                       (dict(objective='loud'), 'objective must be one of'),
+                       (dict(batch_size=1), 'batch_size must be >= 2')):
+        with pytest.raises(ConfigValueError, match=match):
+            BMAIU(backbone=TINY, trigger_search=bad)
     with pytest.raises(ConfigValueError, match='trigger_search needs a PatchTrigger'):
         BMAIU(backbone=TINY, custom_trigger=dict(type='RandomPatchFamily', sizes=(3, 6)),
               trigger_search=dict(steps=1))

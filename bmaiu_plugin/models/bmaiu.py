@@ -134,10 +134,8 @@ class BMAIU(EncoderFinetuneBase):
             # the first search's objective (start, end): kept in checkpoints, so that a resumed
             # run (which does not search again) reports the same metrics.json
             self.register_buffer('trigger_search_result', torch.full((2,), float('nan')))
-        if self.trigger_search is not None and (
-                type(self.custom_trigger).__name__ != 'PatchTrigger'):
-            raise ConfigValueError('trigger_search needs a PatchTrigger custom trigger, got '
-                                   f'{type(self.custom_trigger).__name__}')
+        if self.trigger_search is not None:
+            self._check_search(self.trigger_search)
         self.reference_cfg = dict(reference)
         self.u0, self.u1, self.u2, self.u3 = float(u0), float(u1), float(u2), float(u3)
         self.reference_anchor = float(reference_anchor)
@@ -169,6 +167,23 @@ class BMAIU(EncoderFinetuneBase):
             raise ConfigValueError(f'{key} must name top-level backbone modules with parameters '
                                    f'({", ".join(names)}); got {blocks}')
         return frozenset(blocks)
+
+    def _check_search(self, cfg: dict) -> None:
+        from ..defenses.trigger_search import OBJECTIVES
+        keys = {'steps', 'lr', 'batch_size', 'objective', 'seed', 'max_images', 'restarts_steps'}
+        if type(self.custom_trigger).__name__ != 'PatchTrigger':
+            raise ConfigValueError('trigger_search needs a PatchTrigger custom trigger, got '
+                                   f'{type(self.custom_trigger).__name__}')
+        if set(cfg) - keys:
+            raise ConfigValueError(f'unknown trigger_search keys {sorted(set(cfg) - keys)}; '
+                                   f'allowed: {sorted(keys)}')
+        if cfg.get('objective', 'collapse') not in OBJECTIVES:
+            raise ConfigValueError(f'trigger_search.objective must be one of {OBJECTIVES}, got '
+                                   f'{cfg["objective"]!r}')
+        for k in ('steps', 'batch_size', 'max_images', 'restarts_steps'):
+            if k in cfg and int(cfg[k]) < (2 if k == 'batch_size' else 1):
+                raise ConfigValueError(f'trigger_search.{k} must be >= '
+                                       f'{2 if k == "batch_size" else 1}, got {cfg[k]}')
 
     def _stage_grad(self, block: str, grad: torch.Tensor) -> torch.Tensor:
         allowed = self.stage_blocks[int(self.stage)]
