@@ -131,11 +131,10 @@ class BMAIU(EncoderFinetuneBase):
         self.custom_trigger: nn.Module = build_trigger(trig)
         self.trigger_search = None if trigger_search is None else dict(trigger_search)
         if self.trigger_search is not None:
+            self._check_search(self.trigger_search)
             # the first search's objective (start, end): kept in checkpoints, so that a resumed
             # run (which does not search again) reports the same metrics.json
             self.register_buffer('trigger_search_result', torch.full((2,), float('nan')))
-        if self.trigger_search is not None:
-            self._check_search(self.trigger_search)
         self.reference_cfg = dict(reference)
         self.u0, self.u1, self.u2, self.u3 = float(u0), float(u1), float(u2), float(u3)
         self.reference_anchor = float(reference_anchor)
@@ -208,8 +207,8 @@ class BMAIU(EncoderFinetuneBase):
             self.feature_center = feats.mean(0).to(self.step.device)
         if self.trigger_search is not None:
             cap = int(self.trigger_search.get('max_images', 2048))
-            self.search_images = (arrays if arrays is not None else dataset_arrays(dataset))[0]
-            self.search_images = self.search_images[:cap]
+            self.search_images = arrays[0][:cap] if arrays is not None else \
+                dataset_arrays(dataset, limit=cap)[0]
             if int(self.step) == 0 and int(self.stage) == 1:
                 info = self.search_custom_trigger()
                 self.trigger_search_result.copy_(torch.tensor([info['start'], info['end']]))
