@@ -26,7 +26,8 @@
 #                         custom trigger jointly; then f1_joint_trigger8.pth for `unlearn`
 #   unlearn F1RUN VARIANT stage 2 alone (10 epochs, batch 64, 5 % data) from $ROOT/f1_F1RUN.pth,
 #                         with stage-2 VARIANTS below: the "suspect" it reports is f1
-#   defense NAME          a baseline on the BadEncoder encoder: clp, sslcleanse, ibau, ibau_short
+#   defense NAME          a baseline on the BadEncoder encoder (clp / ibau_short: on $ATTACKED, $EVAL):
+#                         clp, sslcleanse, ibau, ibau_short
 #                         (5 % data, 2 rounds) (w16 configs of configs/defenses), or decree_clean /
 #                         decree_badencoder / decree_bmaiu (PL1)
 #   table                 collect every metrics.json into $ROOT/results.md
@@ -214,7 +215,7 @@ case "$step" in
     d=${2:?clp, sslcleanse, ibau, decree_clean or decree_badencoder}
     case "$d" in
       clp) $PY tools/test.py configs/defenses/clp_resnet18-w16_simclr_u3_cifar10.py "$ATTACKED" \
-               --work-dir "$ROOT/defense_clp" --cfg-options evaluate_attack=badencoder ;;
+               --work-dir "$ROOT/defense_clp$SUFFIX" --cfg-options evaluate_attack="$EVAL" ;;
       decree_clean|decree_badencoder|decree_bmaiu)
         enc=$ATTACKED; [ "$d" = decree_clean ] && enc=$CLEAN
         # the BMAIU-defended f2 of the run whose custom trigger implanted (backbone.* of it)
@@ -228,8 +229,8 @@ case "$step" in
             --cfg-options encoder_checkpoint="$ATTACKED" evaluate_attack=badencoder ;;
       ibau_short)  # I-BAU at a budget this CPU manages: 5 % labeled data, 2 rounds
         $PY tools/train.py configs/defenses/ibau_resnet18-w16_simclr_1xb256-5e_cifar10.py \
-            --work-dir "$ROOT/defense_$d" --cfg-options encoder_checkpoint="$ATTACKED" \
-            evaluate_attack=badencoder train_dataloader.dataset.ratio=0.05 \
+            --work-dir "$ROOT/defense_$d$SUFFIX" --cfg-options encoder_checkpoint="$ATTACKED" \
+            evaluate_attack="$EVAL" train_dataloader.dataset.ratio=0.05 \
             train_cfg.max_epochs=2 train_cfg.val_interval=2 ;;
       *) echo "unknown defense $d"; exit 2 ;;
     esac ;;
