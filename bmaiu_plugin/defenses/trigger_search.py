@@ -83,12 +83,12 @@ def search_patch_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.
 
 
 def _search(encoder, normalizer, imgs, trigger, steps, lr, batch_size, objective, seed, device):
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    cpu_gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cpu_gen = torch.Generator().manual_seed(seed)
     h, w = imgs.shape[-2:]
     start = trigger.pattern.detach().float().to(device)
     param = torch.atanh((start / 127.5 - 1).clamp(-0.999, 0.999)).requires_grad_(True)
-    opt = torch.optim.Adam([param], lr=float(lr))
+    opt = torch.optim.Adam([param], lr=lr)
 
     def value(x: torch.Tensor, pattern: torch.Tensor, generator) -> torch.Tensor:
         pos = trigger.sample_positions(len(x), h, w, device=device, generator=generator)
@@ -99,19 +99,22 @@ def _search(encoder, normalizer, imgs, trigger, steps, lr, batch_size, objective
                 else None
         return _objective(objective, feats, clean)
 
-    n_eval = min(len(imgs), max(int(batch_size), 256))
-    eval_x = imgs[:n_eval].to(device)
-    sign = -1. if objective == 'collapse' else 1.
-    with torch.no_grad():
-        before = sign * value(eval_x, start, torch.Generator(device=device).manual_seed(1)).item()
-    for _ in range(int(steps)):
-        idx = torch.randperm(len(imgs), generator=cpu_gen)[:int(batch_size)]
+    eval_x = imgs[:min(len(imgs), max(batch_size, 256))].to(device)
+
+    @torch.no_grad()
+    def measure(pattern: torch.Tensor) -> float:
+        """The reported value (collapse or clean-to-triggered cosine) on the fixed batch."""
+        v = value(eval_x, pattern, torch.Generator(device=device).manual_seed(1)).item()
+        return -v if objective == 'collapse' else v
+
+    before = measure(start)
+    for _ in range(steps):
+        idx = torch.randperm(len(imgs), generator=cpu_gen)[:batch_size]
         loss = value(imgs[idx].to(device), 127.5 * (torch.tanh(param) + 1), gen)
         # the gradient of the pattern only: nothing is accumulated in a trainable encoder's
         # .grad (the search also runs on the encoder being trained, between its steps)
         param.grad, = torch.autograd.grad(loss, [param])
         opt.step()
     pattern = (127.5 * (torch.tanh(param.detach()) + 1)).round().clamp(0, 255)
-    with torch.no_grad():
-        after = sign * value(eval_x, pattern, torch.Generator(device=device).manual_seed(1)).item()
+    after = measure(pattern)
     return pattern.cpu(), dict(objective=objective, start=round(before, 4), end=round(after, 4))

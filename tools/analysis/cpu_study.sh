@@ -65,6 +65,8 @@ FAMILY="model.custom_trigger._delete_=True model.custom_trigger.type=RandomPatch
 # attack: bmaiu_plugin/defenses/trigger_search.py): the 8x8 patch it reacts to most
 SEARCH="model.trigger_search.steps=300 model.trigger_search.lr=0.1
         model.trigger_search.batch_size=128"
+# stage 2 alone (no implant), 10 unlearning epochs: the base of the *_unlearn_only rows
+UNLEARN10="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10 train_cfg.val_interval=10"
 # ablation rows: name -> extra --cfg-options
 declare -A VARIANTS=(
   [default]=""
@@ -74,7 +76,7 @@ declare -A VARIANTS=(
   [trigger8]="model.custom_trigger.size=8"
   [no_repulsion]="model.u3=0.0"
   [kmeans_ref]="model.reference.mode=kmeans"
-  [unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10 train_cfg.val_interval=10"
+  [unlearn_only]="$UNLEARN10"
   [centered]="model.center_features=True"
   [centered_lr0.05]="model.center_features=True optim_wrapper.optimizer.lr=0.05"
   [bs64]="train_dataloader.batch_size=64"
@@ -85,14 +87,11 @@ declare -A VARIANTS=(
   [strong_implant]="$STRONG"
   [long_implant]="$LONG"
   [long_implant_trigger8]="$LONG model.custom_trigger.size=8"
-  [fixed_br_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                           train_cfg.val_interval=10 model.custom_trigger.size=8
+  [fixed_br_unlearn_only]="$UNLEARN10 model.custom_trigger.size=8
                            model.custom_trigger.position=[23,23]"
-  [fixed_tl_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                           train_cfg.val_interval=10 model.custom_trigger.size=8
+  [fixed_tl_unlearn_only]="$UNLEARN10 model.custom_trigger.size=8
                            model.custom_trigger.position=[2,2]"
-  [family_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                         train_cfg.val_interval=10 train_dataloader.batch_size=64 $FAMILY"
+  [family_unlearn_only]="$UNLEARN10 train_dataloader.batch_size=64 $FAMILY"
   # stage 1 may change only the early blocks, stage 2 only the late ones: the implant has to
   # route the custom trigger through the suspect's existing late-layer pathways, and unlearning
   # has to act on those pathways instead of undoing the implant's early-layer changes
@@ -101,23 +100,18 @@ declare -A VARIANTS=(
                                 model.unlearn_blocks=[layer3,layer4]"
   # mechanism check (not a defense: white is the attacker's pattern): stage 2 alone with a
   # white 10x10 patch at random positions, which the suspect already reacts to
-  [white10_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                          train_cfg.val_interval=10 train_dataloader.batch_size=64
+  [white10_unlearn_only]="$UNLEARN10 train_dataloader.batch_size=64
                           model.custom_trigger.pattern=white model.custom_trigger.size=10"
-  [searched8_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                            train_cfg.val_interval=10 train_dataloader.batch_size=64 $SEARCH
+  [searched8_unlearn_only]="$UNLEARN10 train_dataloader.batch_size=64 $SEARCH
                             model.custom_trigger.size=8"
-  [searched10_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                             train_cfg.val_interval=10 train_dataloader.batch_size=64 $SEARCH
+  [searched10_unlearn_only]="$UNLEARN10 train_dataloader.batch_size=64 $SEARCH
                              model.custom_trigger.size=10"
   # the same, and the pattern re-searched on the encoder being unlearned every 2 epochs
   # (CustomTriggerSearchHook, 100-step warm-started searches)
-  [searched10_adv_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                                 train_cfg.val_interval=10 train_dataloader.batch_size=64 $SEARCH
+  [searched10_adv_unlearn_only]="$UNLEARN10 train_dataloader.batch_size=64 $SEARCH
                                  model.custom_trigger.size=10 custom_hooks.2.interval=2
                                  model.trigger_search.restarts_steps=100"
-  [searched10_adv1_unlearn_only]="custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                                  train_cfg.val_interval=10 train_dataloader.batch_size=64
+  [searched10_adv1_unlearn_only]="$UNLEARN10 train_dataloader.batch_size=64
                                   $SEARCH model.custom_trigger.size=10 custom_hooks.2.interval=1
                                   model.trigger_search.restarts_steps=100"
   [searched8_long]="$LONG $SEARCH model.custom_trigger.size=8"
@@ -183,8 +177,7 @@ case "$step" in
            extra="model.custom_trigger.pattern=data/triggers/htba/trigger_1$i.png
                   model.custom_trigger.size=8 model.custom_trigger.position=[23,23]
                   model.reference.mode=class model.reference.class_index=$i
-                  custom_hooks.1.implant_epochs=0 train_cfg.max_epochs=10
-                  train_cfg.val_interval=10" ;;
+                  $UNLEARN10" ;;
       # BMAIU with the custom trigger that does implant at this scale (long_implant_trigger8)
       custom) extra="$LONG model.custom_trigger.size=8" ;;
       *) echo "unknown observe variant $v (AT0..AT3, custom)"; exit 2 ;;

@@ -123,7 +123,8 @@ def load_data(n_train: int, n_test: int) -> dict:
     return out
 
 
-def parse_encoders(items: List[str]) -> List[Tuple[str, str]]:
+def parse_encoders(items: List[str], min_count: int = 2) -> List[Tuple[str, str]]:
+    """``NAME=PATH`` arguments as pairs, each file checked to exist."""
     from bmaiu_plugin.utils.errors import CheckpointError, ConfigValueError
     pairs = []
     for it in items:
@@ -133,8 +134,9 @@ def parse_encoders(items: List[str]) -> List[Tuple[str, str]]:
         if not osp.isfile(path):
             raise CheckpointError(f'encoder {name}: {path} not found')
         pairs.append((name, path))
-    if len(pairs) < 2:
-        raise ConfigValueError('give at least two encoders (a chain f0=... f1=... [f2=...])')
+    if len(pairs) < min_count:
+        raise ConfigValueError(f'give at least {min_count} encoders as NAME=PATH'
+                               + (' (a chain f0=... f1=... [f2=...])' if min_count > 1 else ''))
     return pairs
 
 

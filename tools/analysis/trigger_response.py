@@ -65,8 +65,7 @@ def main(argv=None) -> None:
     norm = PixelNormalizer(dp.get('mean', (125.307, 122.961, 113.8575)),
                            dp.get('std', (51.5865, 50.847, 51.255)))
     x = load_data(1, args.n)['test_x']
-    pairs = parse_encoders(args.encoders) if len(args.encoders) > 1 else [
-        tuple(args.encoders[0].split('=', 1))]
+    pairs = parse_encoders(args.encoders, min_count=1)
     print('| encoder | trigger | shift | collapse (clean) |\n|---|---|---|---|')
     for name, path in pairs:
         backbone = MODELS.build(cfg.model.backbone)
