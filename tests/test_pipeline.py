@@ -463,9 +463,11 @@ def test_shipped_pipelines_expand(path, tmp_path):
 def test_quickstart_plan(tmp_path):
     cfg = Config.fromfile(osp.join(REPO, 'configs/pipelines/quickstart.py'))
     steps = expand(cfg, str(tmp_path))
-    assert len(steps) == 13
+    assert len(steps) == 15
     assert {s.attack for s in steps} == {'clean', 'badencoder', 'estas', 'sslbackdoor', 'ctrl'}
-    assert {s.defense for s in steps} == {'none', 'clp', 'bmaiu'}
+    assert {s.defense for s in steps} == {'none', 'clp', 'bmaiu', 'bmaiu_search'}
+    # the searched-trigger recipe runs on the fine-tuning attacks only
+    assert {s.attack for s in steps if s.defense == 'bmaiu_search'} == {'badencoder', 'estas'}
     assert all('-w16' in s.config or s.attack == 'estas' and s.defense == 'none'
                for s in steps)
 
@@ -484,7 +486,7 @@ def test_cli_dry_run(tmp_path, capsys):
     finally:
         os.chdir(cwd)
     out = capsys.readouterr().out
-    assert rc == 0 and out.startswith('pipeline: 13 steps')
+    assert rc == 0 and out.startswith('pipeline: 15 steps')
     assert f'--work-dir {tmp_path}/qs/simclr/badencoder/bmaiu' in out
     assert not osp.exists(tmp_path / 'qs')
     assert cli.main([str(tmp_path / 'nope.py'), '--dry-run']) == 2

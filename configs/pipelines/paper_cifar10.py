@@ -77,6 +77,9 @@ defenses = dict(
     sslcleanse=dict(name='SSL-Cleanse', tool='train',
                     config='configs/defenses/sslcleanse_resnet18_simclr_1xb256-20e_cifar10.py'),
     bmaiu=dict(name='BMAIU', tool='train', config=bmaiu_config),
+    # the searched-trigger recipe of docs/bmaiu.md (stage 2 only, trigger re-searched per epoch)
+    bmaiu_search=dict(name='BMAIU-search', tool='train',
+                      config='configs/bmaiu/bmaiu-search_resnet18_simclr_1xb64-10e_cifar10.py'),
     decree=dict(name='DECREE', tool='test',
                 config='configs/defenses/decree_resnet18_simclr_cifar10.py'),
     # Table 6: defense data ratio (10 % is `bmaiu`)
@@ -116,6 +119,9 @@ studies = dict(
     table3=dict(title='Table 3: four attacks x four defenses, SimCLR and BYOL (CIFAR-10)',
                 table='grid', ssl=['simclr', 'byol'], attacks=four_attacks,
                 defenses=['clp', 'ibau', 'sslcleanse', 'bmaiu']),
+    search=dict(title='BMAIU, paper trigger vs. searched trigger (SimCLR)', table='grid',
+                ssl=['simclr'], attacks=four_attacks + ['multitarget'],
+                defenses=['bmaiu', 'bmaiu_search']),
     pl1=dict(title="DECREE's PL1 of the attacked encoders (SimCLR)", table='rows',
              ssl=['simclr'], attacks=four_attacks, defenses=['decree'], row_label='attack',
              extra=['PL1']),
