@@ -126,21 +126,26 @@ def plot_tsne(panels: Sequence[dict], path: str, ncols: int = 2, seed: int = 0) 
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4 * nrows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis('off')
+    # one colour band per class index, ticks at the band centres
+    from matplotlib.colors import BoundaryNorm
+    norm = BoundaryNorm(np.arange(-0.5, 10.5), 10)
     for ax, p in zip(axes.flat, panels):
         clean, trig = np.asarray(p['clean']), np.asarray(p['triggered'])
         emb = tsne_2d(np.concatenate([clean, trig]), seed=seed)
         c, t = emb[:len(clean)], emb[len(clean):]
         # triggered points underneath and faint, so that a collapsed (backdoored) cluster shows
-        # as a dark blob without hiding the clean classes drawn on top of it
-        ax.scatter(t[:, 0], t[:, 1], c='0.25', marker='x', s=10, linewidths=0.6, alpha=0.45,
+        # as a dark blob without hiding the clean classes drawn on top of it; black, which no
+        # class has (tab10's class 7 is grey)
+        ax.scatter(t[:, 0], t[:, 1], c='k', marker='x', s=10, linewidths=0.6, alpha=0.35,
                    zorder=1, label='triggered')
-        sc = ax.scatter(c[:, 0], c[:, 1], c=np.asarray(p['labels']), cmap='tab10', vmin=0,
-                        vmax=9, s=9, alpha=0.85, linewidths=0, zorder=2)
+        sc = ax.scatter(c[:, 0], c[:, 1], c=np.asarray(p['labels']), cmap='tab10',
+                        norm=norm, s=9, alpha=0.85, linewidths=0, zorder=2)
         ax.set_title(p.get('title', ''), fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.legend(loc='lower right', fontsize=7, markerscale=1.5)
-    fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, label='class (clean images)')
+        ax.legend(loc='best', fontsize=7, markerscale=1.5, framealpha=0.6)
+    bar = fig.colorbar(sc, ax=axes.ravel().tolist(), shrink=0.6, ticks=range(10))
+    bar.set_label('class (clean images)')
     return _save(fig, path)
 
 

@@ -16,6 +16,9 @@
 #   multitarget [N]       the multi-target BadEncoder (paper section 3.2) on the clean encoder
 #                         (10 % shadow data, 10 epochs, batch 64): N=10 HTBA triggers, three
 #                         sampled per step (default), or N=4, all four in every step
+#   implant_check [N]     per target of the N-trigger multi-target encoder (default 10): does its
+#                         trigger reach its reference, and does the probe put the reference in
+#                         the target class (tools/analysis/implant_check.py)
 #   observe VARIANT       the observation study on the 4-trigger encoder: unlearn ONE trigger
 #                         (stage 2 of BMAIU alone, 5 % data, 10 epochs) and report all ten ASRs
 #                         and BA; VARIANT: AT0..AT3 (genuine trigger i, paper Table 2) or custom
@@ -169,6 +172,11 @@ case "$step" in
     n=${2:-10}; name=multitarget; [ "$n" = 10 ] || name=multitarget$n
     $PY tools/train.py "configs/attacks/badencoder-$name"_resnet18-w16_simclr_1xb64-10e_cifar10.py \
         --work-dir "$ROOT/$name" --cfg-options encoder_checkpoint="$CLEAN" ;;
+  implant_check)
+    n=${2:-10}; name=multitarget; [ "$n" = 10 ] || name=multitarget$n
+    $PY tools/analysis/implant_check.py \
+        "configs/attacks/badencoder-$name"_resnet18-w16_simclr_1xb64-10e_cifar10.py "$CLEAN" \
+        "$ROOT/$name/epoch_10.pth" --out "$ROOT/implant_check_$name.json" ;;
   observe)
     v=${2:?variant: AT0..AT3 or custom}
     case "$v" in

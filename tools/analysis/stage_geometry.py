@@ -140,37 +140,52 @@ def parse_encoders(items: List[str], min_count: int = 2) -> List[Tuple[str, str]
     return pairs
 
 
+def add_report_args(parser: argparse.ArgumentParser) -> None:
+    """The probe-size and report options the evaluator-side diagnostics share."""
+    parser.add_argument('--n-train', type=int, default=10000, help='probe training images')
+    parser.add_argument('--n-test', type=int, default=10000)
+    parser.add_argument('--out', help='JSON file to write (never overwritten)')
+
+
+def check_out(path) -> None:
+    """Refuse to overwrite an existing report."""
+    from bmaiu_plugin.utils.errors import ConfigValueError
+    if path and osp.exists(path):
+        raise ConfigValueError(f'{path} exists; not overwriting it')
+
+
+def probe_setup(cfg) -> Tuple[torch.nn.Module, dict]:
+    """The config's pixel normalizer and the paper's probe settings of its evaluator."""
+    from bmaiu_plugin.evaluation.probe import PixelNormalizer
+    dp = cfg.model.get('data_preprocessor', {})
+    norm = PixelNormalizer(dp.get('mean', (125.307, 122.961, 113.8575)),
+                           dp.get('std', (51.5865, 50.847, 51.255)))
+    ev = cfg.get('val_evaluator', {})
+    return norm, dict(epochs=ev.get('epochs', 10), batch_size=ev.get('batch_size', 64),
+                      lr=ev.get('lr', 0.1))
+
+
 def main(argv=None) -> None:
     import bmaiu_plugin  # noqa: F401  (registers components)
     from mmengine.config import Config
     from mmpretrain.registry import MODELS
 
     from bmaiu_plugin.evaluation.presets import attack_triggers
-    from bmaiu_plugin.evaluation.probe import PixelNormalizer
     from bmaiu_plugin.triggers import build_trigger
     from bmaiu_plugin.utils.checkpoint import load_encoder_weights
-    from bmaiu_plugin.utils.errors import ConfigValueError
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('config', help='a config whose model.backbone is the encoders\' architecture')
     p.add_argument('encoders', nargs='+', help='NAME=PATH, in chain order (f0 first)')
     p.add_argument('--attack', default='badencoder', help='evaluator preset of the attack')
-    p.add_argument('--n-train', type=int, default=10000, help='probe training images')
-    p.add_argument('--n-test', type=int, default=10000)
-    p.add_argument('--out', help='JSON file to write (never overwritten)')
+    add_report_args(p)
     args = p.parse_args(argv)
-    if args.out and osp.exists(args.out):
-        raise ConfigValueError(f'{args.out} exists; not overwriting it')
+    check_out(args.out)
     torch.manual_seed(0)
     pairs = parse_encoders(args.encoders)
     cfg = Config.fromfile(args.config)
-    dp = cfg.model.get('data_preprocessor', {})
-    norm = PixelNormalizer(dp.get('mean', (125.307, 122.961, 113.8575)),
-                           dp.get('std', (51.5865, 50.847, 51.255)))
+    norm, probe_cfg = probe_setup(cfg)
     preset = attack_triggers(args.attack)[0]
     trigger = build_trigger(preset['trigger'])
-    ev = cfg.get('val_evaluator', {})
-    probe_cfg = dict(epochs=ev.get('epochs', 10), batch_size=ev.get('batch_size', 64),
-                     lr=ev.get('lr', 0.1))
     data = load_data(args.n_train, args.n_test)
     states, report = [], OrderedDict(attack=args.attack, target=preset['target'],
                                      encoders=OrderedDict())

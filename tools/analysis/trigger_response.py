@@ -50,9 +50,8 @@ def main(argv=None) -> None:
     import bmaiu_plugin  # noqa: F401
     from mmengine.config import Config
     from mmpretrain.registry import MODELS
-    from stage_geometry import encode, load_data, parse_encoders
+    from stage_geometry import encode, load_data, parse_encoders, probe_setup
 
-    from bmaiu_plugin.evaluation.probe import PixelNormalizer
     from bmaiu_plugin.triggers import build_trigger
     from bmaiu_plugin.utils.checkpoint import load_encoder_weights
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -61,9 +60,7 @@ def main(argv=None) -> None:
     p.add_argument('--n', type=int, default=1000, help='test images')
     args = p.parse_args(argv)
     cfg = Config.fromfile(args.config)
-    dp = cfg.model.get('data_preprocessor', {})
-    norm = PixelNormalizer(dp.get('mean', (125.307, 122.961, 113.8575)),
-                           dp.get('std', (51.5865, 50.847, 51.255)))
+    norm, _ = probe_setup(cfg)
     x = load_data(1, args.n)['test_x']
     pairs = parse_encoders(args.encoders, min_count=1)
     print('| encoder | trigger | shift | collapse (clean) |\n|---|---|---|---|')
