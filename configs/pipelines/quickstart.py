@@ -12,7 +12,7 @@
 #   searched-trigger recipe (docs/bmaiu.md; 4 of its 10 epochs);
 # * probe: the paper's linear probe, fit on 5,000 training images, tested on 2,000 test images.
 # 15 steps.  Measured from a fresh clone on an otherwise idle 2-core CPU (docs/results.md,
-# "The quickstart pipeline"): about 32 minutes, of which the three SimCLR pretrainings take 15.
+# "The quickstart pipeline"): 30 minutes, of which the three SimCLR pretrainings take 15.
 # Why this scale: with 2 SSL epochs on 20 % (BA 32 %) the fine-tuning attacks reached only
 # 19-29 % ASR, because the weak probe does not put the attack's reference image in the target
 # class; with 3 epochs on 40 % (BA 36 %) they reach 86-87 %.  The encoders are still weak (BA far
