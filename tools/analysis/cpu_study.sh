@@ -34,7 +34,7 @@
 #                         (5 % data, 2 rounds) (w16 configs of configs/defenses), or decree_clean /
 #                         decree_badencoder / decree_bmaiu (PL1)
 #   poison_long ATTACK    a long poisoned pretraining (ATTACK: sslbackdoor or ctrl; or clean, the
-#                         same run unpoisoned): SimCLR w16 for $POISON_EPOCHS (default 40) epochs
+#                         same run unpoisoned): SimCLR w16 for $POISON_EPOCHS (default 30) epochs
 #                         on the first 10,000 training images, half of class 0 poisoned (CTRL's
 #                         own rate is 1 % of the set); does the trigger become a feature?
 #   table                 collect every metrics.json into $ROOT/results.md
@@ -240,7 +240,7 @@ case "$step" in
       *) echo "unknown defense $d"; exit 2 ;;
     esac ;;
   poison_long)
-    a=${2:?attack: sslbackdoor, ctrl or clean}; e=${POISON_EPOCHS:-40}
+    a=${2:?attack: sslbackdoor, ctrl or clean}; e=${POISON_EPOCHS:-30}
     budget="train_cfg.max_epochs=$e train_cfg.val_interval=$e param_scheduler.1.T_max=$((e - 1))
             param_scheduler.1.end=$e"
     case "$a" in
