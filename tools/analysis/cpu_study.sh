@@ -35,8 +35,11 @@
 #                         decree_badencoder / decree_bmaiu (PL1)
 #   poison_long ATTACK    a long poisoned pretraining (ATTACK: sslbackdoor or ctrl; or clean, the
 #                         same run unpoisoned): SimCLR w16 for $POISON_EPOCHS (default 30) epochs
-#                         on the first 10,000 training images, half of class 0 poisoned (CTRL's
-#                         own rate is 1 % of the set); does the trigger become a feature?
+#                         on the first $POISON_IMAGES (default 10,000) training images, a fraction
+#                         $POISON_RATE (default 0.5) of their class 0 poisoned (CTRL's own rate is
+#                         1 % of the set); a checkpoint every third of the run (mid-run probes);
+#                         does the trigger become a feature?  Work dir poison_long_ATTACK, or
+#                         poison_long${POISON_TAG}_ATTACK when POISON_TAG is set.
 #   table                 collect every metrics.json into $ROOT/results.md
 # env: ROOT (default work_dirs/cpu_study), CLEAN (clean encoder checkpoint; default
 #      $ROOT/simclr/epoch_$CLEAN_EPOCH.pth), CLEAN_EPOCH (default 8), PY (default python).
@@ -241,18 +244,21 @@ case "$step" in
     esac ;;
   poison_long)
     a=${2:?attack: sslbackdoor, ctrl or clean}; e=${POISON_EPOCHS:-30}
+    n=${POISON_IMAGES:-10000}; r=${POISON_RATE:-0.5}
     budget="train_cfg.max_epochs=$e train_cfg.val_interval=$e param_scheduler.1.T_max=$((e - 1))
-            param_scheduler.1.end=$e"
+            param_scheduler.1.end=$e default_hooks.checkpoint.interval=$(( e >= 3 ? e / 3 : 1 ))
+            default_hooks.checkpoint.max_keep_ckpts=3"
     case "$a" in
       clean) cfg=configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py
-             data="train_dataloader.dataset.indices=10000 evaluate_attack=[sslbackdoor,ctrl]" ;;
+             data="train_dataloader.dataset.indices=$n evaluate_attack=[sslbackdoor,ctrl]" ;;
       sslbackdoor|ctrl) cfg=configs/attacks/${a}_simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py
-             data="train_dataloader.dataset.dataset.indices=10000
-                   train_dataloader.dataset.rate_of=class train_dataloader.dataset.poison_rate=0.5" ;;
+             data="train_dataloader.dataset.dataset.indices=$n
+                   train_dataloader.dataset.rate_of=class train_dataloader.dataset.poison_rate=$r" ;;
       *) echo "unknown attack $a: sslbackdoor, ctrl or clean"; exit 2 ;;
     esac
     # shellcheck disable=SC2086
-    $PY tools/train.py "$cfg" --work-dir "$ROOT/poison_long_$a" --cfg-options $budget $data ;;
+    $PY tools/train.py "$cfg" --work-dir "$ROOT/poison_long${POISON_TAG:-}_$a" \
+        --cfg-options $budget $data ;;
   table)
     runs=("clean=$ROOT/clean_probe" "badencoder=$ROOT/badencoder")
     for d in "$ROOT"/bmaiu_* "$ROOT"/bmaiufull_* "$ROOT"/unlearn_* "$ROOT"/observe_* \
