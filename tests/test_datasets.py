@@ -106,6 +106,23 @@ def test_indices_shrinks(fake_cifar):
     assert [ds.get_data_info(i)['gt_label'] for i in range(7)] == written['test_batch'][1][:7]
 
 
+@pytest.mark.parametrize('indices', [0, -3, 'abc', [], [1, 'x'], True, 2.5])
+def test_bad_indices_raise_one_clear_error(fake_cifar, fake_test_set, indices):
+    root, _ = fake_cifar
+    with pytest.raises(ConfigValueError, match=r'dataset indices must be .*got'):
+        BackdoorCIFAR10(data_root=root, split='test', check_md5=False, indices=indices)
+    with pytest.raises(ConfigValueError, match=r'dataset indices must be .*got'):
+        RatioSubset(fake_test_set[0], ratio=0.5, indices=indices)
+
+
+def test_good_indices_are_kept(fake_cifar):
+    root, written = fake_cifar
+    ds = BackdoorCIFAR10(data_root=root, split='test', check_md5=False,
+                         indices=[4, np.int64(2)])
+    labels = written['test_batch'][1]
+    assert [ds.get_data_info(i)['gt_label'] for i in range(2)] == [labels[4], labels[2]]
+
+
 def test_built_from_registry(fake_cifar):
     root, _ = fake_cifar
     ds = DATASETS.build(dict(type='BackdoorCIFAR10', data_root=root, split='test',

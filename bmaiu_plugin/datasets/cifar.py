@@ -7,6 +7,7 @@ from mmpretrain.datasets import CIFAR10
 
 from ..registry import DATASETS
 from ..utils.errors import DatasetNotFoundError
+from .subset import check_indices
 
 #: Environment variable naming the folder that holds ``cifar-10-batches-py/``.
 DATA_ROOT_ENV = 'BMAIU_DATA_ROOT'
@@ -30,6 +31,7 @@ class BackdoorCIFAR10(CIFAR10):
     """
 
     def __init__(self, data_root: Optional[str] = None, check_md5: bool = True, **kwargs):
+        check_indices(kwargs.get('indices'))
         self.check_md5 = check_md5
         kwargs['download'] = False
         super().__init__(data_root=data_root or default_data_root(), **kwargs)

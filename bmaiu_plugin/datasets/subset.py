@@ -1,12 +1,34 @@
 """A seeded fraction of any dataset (the defender's 1 % / 5 % / 10 % of the training set)."""
 import copy
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 from mmengine.dataset import BaseDataset
 
 from ..registry import DATASETS
 from ..utils.errors import ConfigValueError
+
+
+def check_indices(indices) -> None:
+    """Raise one clear error unless ``indices`` is what mmengine's ``indices`` accepts.
+
+    Args:
+        indices (int | Sequence[int] | None): ``None`` (all items), a count of at least 1 (keep
+            the first ``indices`` items) or a non-empty sequence of integer positions.
+
+    Raises:
+        ConfigValueError: If ``indices`` is 0, negative, empty, or not made of integers.
+    """
+    if indices is None:
+        return
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if indices >= 1:
+            return
+    elif isinstance(indices, Sequence) and not isinstance(indices, str) and len(indices) and \
+            all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in indices):
+        return
+    raise ConfigValueError(f'dataset indices must be a count of at least 1 or a non-empty list '
+                           f'of integer positions, got {indices!r}')
 
 
 @DATASETS.register_module()
@@ -26,6 +48,7 @@ class RatioSubset:
                  indices=None):
         if not isinstance(ratio, (int, float)) or not 0. < float(ratio) <= 1.:
             raise ConfigValueError(f'data ratio must be in (0, 1], got {ratio!r}')
+        check_indices(indices)
         self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
         self.ratio, self.seed = float(ratio), int(seed)
         n = len(self.dataset)

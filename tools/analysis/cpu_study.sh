@@ -245,6 +245,9 @@ case "$step" in
   poison_long)
     a=${2:?attack: sslbackdoor, ctrl or clean}; e=${POISON_EPOCHS:-30}
     n=${POISON_IMAGES:-10000}; r=${POISON_RATE:-0.5}
+    # one warm-up epoch, then the cosine: fewer than 2 epochs has no schedule
+    [[ "$e" =~ ^[0-9]+$ ]] && [ "$e" -ge 2 ] || {
+        echo "error: POISON_EPOCHS must be an integer of at least 2, got '$e'" >&2; exit 2; }
     budget="train_cfg.max_epochs=$e train_cfg.val_interval=$e param_scheduler.1.T_max=$((e - 1))
             param_scheduler.1.end=$e default_hooks.checkpoint.interval=$(( e >= 3 ? e / 3 : 1 ))
             default_hooks.checkpoint.max_keep_ckpts=3"
