@@ -7,6 +7,7 @@ import torch
 from mmengine.config import Config
 
 from .utils.errors import BMAIUError, CheckpointError, ConfigValueError
+from .utils.validate import check_config
 
 
 def _replace_norm(node, old: str, new: str) -> None:
@@ -31,6 +32,9 @@ def finalize_config(cfg: Config) -> Config:
     * The top-level ``encoder_checkpoint`` (what users pass with
       ``--cfg-options encoder_checkpoint=PATH``) is copied into every model dict that declares an
       ``encoder_checkpoint`` field, after checking the file exists.
+    * Pre-flight (:func:`~bmaiu_plugin.utils.validate.check_config`): every number finite, every
+      component's ``type`` registered and its keys its arguments, the run's counts >= 1; a bad
+      value is one :class:`~bmaiu_plugin.utils.errors.ConfigValueError` before any work starts.
     """
     import bmaiu_plugin  # noqa: F401  (registers components, applies the stack fixes)
     if not torch.cuda.is_available():
@@ -67,6 +71,7 @@ def finalize_config(cfg: Config) -> Config:
         for key in ('val_cfg', 'test_cfg'):
             if isinstance(cfg.get(key), dict) and cfg[key].get('type') == 'BackdoorProbeLoop':
                 cfg[key].triggers = triggers
+    check_config(cfg)
     return cfg
 
 

@@ -1,14 +1,13 @@
 """Narrow fixes for the mmengine / mmcv / torch / numpy combination this plugin runs on.
 
-Both are applied once, when :mod:`bmaiu_plugin` is imported:
+All are applied once, when :mod:`bmaiu_plugin` is imported:
 
-* :func:`patch_checkpoint_loader`: torch >= 2.6 loads with ``weights_only=True`` by default and
-  mmengine 0.10.7 calls ``torch.load`` without the argument, so mmengine's own checkpoints
-  (``resume``, ``load_from``, ``init_cfg=dict(type='Pretrained')``) fail on ``HistoryBuffer``.
-  The replacement local loader keeps ``weights_only=True`` and allow-lists only the plain-data
-  classes mmengine writes (``HistoryBuffer`` is made to pickle its data only, not the functions
-  mmengine attaches to it) (see :data:`bmaiu_plugin.utils.checkpoint.SAFE_GLOBALS`), so no file,
-  suspect encoder or resume file, can execute code when it is loaded.
+* :func:`patch_checkpoint_loader`: mmengine's checkpoints (``resume``, ``load_from``,
+  ``init_cfg=dict(type='Pretrained')``) are read by the plugin's restricted loader
+  (:mod:`bmaiu_plugin.utils.safe_load`), so no file, suspect encoder or resume file, runs code
+  when it is loaded, and the config source a file carries is never evaluated.
+* :func:`patch_dataset_pickles`: mmpretrain's CIFAR datasets read their batch files through the
+  same restricted unpickler.
 * :func:`patch_cpu_distributed`: mmengine's ``--launcher pytorch`` set-up calls
   ``torch.cuda.set_device``; on a CPU machine the gloo group is initialized without it.
 * :func:`patch_adjust_hue`: ``mmcv.image.adjust_hue`` computes ``np.uint8(hue_factor * 255)``,
@@ -16,6 +15,7 @@ Both are applied once, when :mod:`bmaiu_plugin` is imported:
   ``hue > 0``).  The replacement computes the same wrapped uint8 shift numpy 1 produced.
 """
 import os.path as osp
+import pickle
 
 import numpy as np
 
@@ -23,18 +23,25 @@ _PATCHED = set()
 
 
 def patch_checkpoint_loader() -> None:
-    """Re-register mmengine's local checkpoint loader with a tensors-only ``torch.load``."""
+    """Make every mmengine checkpoint load (resume, ``load_from``, ``Pretrained``) run nothing.
+
+    * The local scheme reads with :func:`~bmaiu_plugin.utils.safe_load.load_run_checkpoint`:
+      nothing the file names is called; numpy values and ``HistoryBuffer`` statistics are
+      rebuilt from validated data.
+    * Every scheme's result (local, http, ...) passes
+      :func:`~bmaiu_plugin.utils.safe_load.sanitize_run_checkpoint`, which drops the config
+      source the file carries: ``Runner.resume`` would evaluate ``meta['config']`` as Python.
+    """
     if 'checkpoint' in _PATCHED:
         return
     from mmengine.logging.history_buffer import HistoryBuffer
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from .utils.checkpoint import safe_torch_load
+    from .utils.safe_load import load_run_checkpoint, sanitize_run_checkpoint
 
     def __getstate__(self) -> dict:
-        # mmengine pickles the class-level dict of statistics *functions* with every buffer
-        # (as getattr(HistoryBuffer, 'min') ...), which no tensors-only loader may accept; they
-        # are class attributes restored on unpickling anyway, so only plain data is written.
+        # stock mmengine pickles the class-level dict of statistics *functions* with every
+        # buffer (as getattr(HistoryBuffer, 'min') ...); only the plain data is written
         state = dict(self.__dict__)
         state.pop('statistics_methods', None)
         return state
@@ -43,13 +50,44 @@ def patch_checkpoint_loader() -> None:
 
     @CheckpointLoader.register_scheme(prefixes='', force=True)
     def load_from_local(filename, map_location):  # noqa: D401 - mmengine signature
-        """Load a local checkpoint as tensors and plain data only."""
+        """Load a local checkpoint as tensors and validated plain data only."""
         filename = osp.expanduser(filename)
         if not osp.isfile(filename):
             raise FileNotFoundError(f'{filename} can not be found.')
-        return safe_torch_load(filename, map_location=map_location)
+        return load_run_checkpoint(filename, map_location=map_location)
 
+    original = CheckpointLoader.load_checkpoint.__func__
+
+    def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        return sanitize_run_checkpoint(original(cls, filename, map_location, logger),
+                                       str(filename))
+
+    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
     _PATCHED.add('checkpoint')
+
+
+def patch_dataset_pickles() -> None:
+    """Read mmpretrain's CIFAR-10/100 batch files with the restricted unpickler.
+
+    ``mmpretrain.datasets.CIFAR10`` unpickles its batch files fully; with the plugin loaded, a
+    crafted batch file is refused instead of run (the plugin's own ``BackdoorCIFAR10`` reads and
+    validates them itself).
+    """
+    if 'datasets' in _PATCHED:
+        return
+    import types
+
+    from mmpretrain.datasets import cifar
+
+    from .utils.errors import DatasetFileError
+    from .utils.safe_load import safe_pickle_loads
+
+    def loads(data, encoding='ASCII', **_):
+        return safe_pickle_loads(data, 'a CIFAR batch file', encoding=encoding,
+                                 kind='CIFAR batch file', error_cls=DatasetFileError)
+
+    cifar.pickle = types.SimpleNamespace(loads=loads, dumps=pickle.dumps)
+    _PATCHED.add('datasets')
 
 
 def _hue_shift(hue_factor: float) -> np.uint8:
@@ -127,5 +165,6 @@ def patch_cpu_distributed() -> None:
 def apply_patches() -> None:
     """Apply every fix; safe to call repeatedly."""
     patch_checkpoint_loader()
+    patch_dataset_pickles()
     patch_adjust_hue()
     patch_cpu_distributed()

@@ -387,7 +387,7 @@ def test_malformed_record_one_clear_error(tmp_path, edit, msg):
 def test_unreadable_and_missing_records(tmp_path):
     bad = tmp_path / 'attack_result.pt'
     bad.write_bytes(b'definitely not a torch file')
-    with pytest.raises(CheckpointError, match='not a readable torch checkpoint'):
+    with pytest.raises(CheckpointError, match='not a readable BackdoorBench record'):
         load_record(str(bad))
     with pytest.raises(RecordError, match='record not found'):
         load_record(str(tmp_path / 'nothing'))

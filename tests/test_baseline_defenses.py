@@ -313,7 +313,7 @@ def test_save_hook_filename_must_stay_in_work_dir():
 
 @pytest.mark.parametrize('tool,config,args,match', [
     ('test', 'clp_resnet18_simclr_u3_cifar10.py', [], 'encoder_checkpoint=PATH'),
-    ('test', 'decree_resnet18_simclr_cifar10.py', ['BAD'], 'not a readable torch checkpoint'),
+    ('test', 'decree_resnet18_simclr_cifar10.py', ['BAD'], 'not a readable encoder checkpoint'),
     ('test', 'clp_resnet18_simclr_u3_cifar10.py', ['GOOD', '--cfg-options', 'model.u=0'],
      'CLP u must be'),
     ('train', 'ibau_resnet18_simclr_1xb256-5e_cifar10.py',

@@ -34,7 +34,8 @@ def test_train_tool_bad_input_is_one_error_line(fake_cifar, tmp_path):
     ]
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'not a checkpoint at all')
-    cases.append((['--cfg-options', f'encoder_checkpoint={bad}'], 'not a readable torch'))
+    cases.append((['--cfg-options', f'encoder_checkpoint={bad}'],
+                  'not a readable encoder checkpoint'))
     ok = tmp_path / 'enc.pth'
     from mmpretrain.registry import MODELS
     import bmaiu_plugin  # noqa: F401

@@ -202,12 +202,14 @@ class Bench:
 
     # data ------------------------------------------------------------------------------
     def dataset(self, pipeline: list, split: str = 'train', indices=None):
+        """The split's first ``indices`` images (all of them when it has fewer)."""
         from mmpretrain.registry import DATASETS
         key = (json.dumps(pipeline, sort_keys=True, default=str), split, indices)
         if key not in self._datasets:
-            self._datasets[key] = DATASETS.build(dict(
-                type='BackdoorCIFAR10', data_root=self.root, check_md5=False, split=split,
-                indices=indices, pipeline=pipeline))
+            ds = DATASETS.build(dict(type='BackdoorCIFAR10', data_root=self.root,
+                                     check_md5=False, split=split, pipeline=pipeline))
+            self._datasets[key] = ds if indices is None or indices >= len(ds) else \
+                ds.get_subset(indices)
         return self._datasets[key]
 
     def loader(self, dataset, shuffle: bool = True, drop_last: bool = True):

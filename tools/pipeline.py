@@ -43,7 +43,12 @@ def _pipeline(args, status):
     path = resolve_path(args.config)
     if not osp.isfile(path):
         raise ConfigValueError(f'pipeline config not found: {args.config}')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except Exception as e:  # noqa: BLE001  (any fault of the file itself: one line)
+        where = f' (line {e.lineno})' if isinstance(e, SyntaxError) and e.lineno else ''
+        raise ConfigValueError(f'pipeline config {path} cannot be read: {type(e).__name__}'
+                               f'{where}; fix the file') from None
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     work_dir = args.work_dir or cfg.get('work_dir') or 'work_dirs/pipeline'

@@ -3,7 +3,9 @@
 ``mim test bmaiu_plugin CONFIG --checkpoint CKPT`` for a config's own checkpoint, or
 ``mim test bmaiu_plugin configs/eval/probe_resnet18_cifar10.py --checkpoint PATH --cfg-options
 evaluate_attack=NAME`` (mim requires ``--checkpoint``) for any encoder file (loaded as tensors
-only).  Writes ``metrics.json`` in the work dir.  Bad input ends in one ``error:`` line, exit status 2.
+only).  Writes ``metrics.json`` into the run's timestamped folder and, as the latest copy, the
+work dir; earlier results are kept.  Bad input (a missing checkpoint, a work dir that is a file or
+not writable, ...) ends in one ``error:`` line, exit status 2.
 """
 import argparse
 import os
@@ -36,6 +38,7 @@ def _test(args):
     from mmengine.runner import Runner
 
     from bmaiu_plugin.apis import finalize_config
+    from bmaiu_plugin.engine.results import check_work_dir
     from bmaiu_plugin.utils.errors import CheckpointError
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
@@ -46,6 +49,7 @@ def _test(args):
     ckpt = args.checkpoint or args.checkpoint_opt
     if ckpt is not None and not osp.isfile(ckpt):
         raise CheckpointError(f'checkpoint not found: {ckpt}')
+    check_work_dir(cfg.work_dir, args.config)
     if ckpt is not None and 'encoder_checkpoint' in cfg and not cfg.encoder_checkpoint:
         cfg.encoder_checkpoint, ckpt = ckpt, None  # an encoder file: tensors only
     elif ckpt is not None:

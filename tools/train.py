@@ -1,8 +1,9 @@
 """Train with a bmaiu_plugin (or any mmpretrain) config.
 
 Run through mim (``mim train bmaiu_plugin CONFIG [--launcher pytorch --gpus N]``) or directly
-(``python tools/train.py CONFIG``).  Bad input (missing data, checkpoint or config value) ends in
-one ``error:`` line and exit status 2.
+(``python tools/train.py CONFIG``).  Bad input (missing data, checkpoint or config value, a work
+dir that is a file or not writable, a work dir holding an earlier training run without
+``--resume``) ends in one ``error:`` line and exit status 2, before any work starts.
 """
 import argparse
 import os
@@ -33,6 +34,7 @@ def parse_args(argv=None):
 
 def build_config(args) -> Config:
     from bmaiu_plugin.apis import finalize_config  # imports (and patches) the plugin
+    from bmaiu_plugin.engine.results import latest_checkpoint
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -46,11 +48,31 @@ def build_config(args) -> Config:
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    check_work_dir(cfg.work_dir, args)
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        ckpt = latest_checkpoint(cfg.work_dir)
+        cfg.resume, cfg.load_from = ckpt is not None, ckpt
+        if ckpt is None and os.environ.get('RANK', '0') == '0':
+            print(f'[bmaiu_plugin] --resume: no checkpoint in {cfg.work_dir}, starting a new run',
+                  flush=True)
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     return finalize_config(cfg)
+
+
+def check_work_dir(work_dir: str, args) -> None:
+    """Refuse, before any work, a work dir or ``--resume`` that cannot give the run asked for.
+
+    The work dir must be a writable folder (it is created); ``--resume FILE`` must exist; without
+    ``--resume`` the work dir must not hold an earlier training run's checkpoints.
+    """
+    from bmaiu_plugin.engine import results
+    from bmaiu_plugin.utils.errors import CheckpointError
+    if args.resume not in (None, 'auto') and not osp.isfile(args.resume):
+        raise CheckpointError(f'--resume checkpoint not found: {args.resume}')
+    results.check_work_dir(work_dir, args.config)
+    if args.resume is None:
+        results.check_new_training(work_dir)
 
 
 def main(argv=None):

@@ -271,7 +271,10 @@ def find_poisoned(dataset) -> List[PoisonedDataset]:
 
 @HOOKS.register_module()
 class PoisonRecordHook(Hook):
-    """Write ``<work_dir>/poison_record.json`` when the training set is a poisoned one.
+    """Write ``poison_record.json`` when the training set is a poisoned one.
+
+    Into the run's folder and, as the latest copy, the work dir
+    (:func:`~bmaiu_plugin.engine.results.publish`).
 
     Does nothing in runs that do not train (``runner.test()``) or whose training set contains no
     :class:`PoisonedDataset`.  Only the main process writes.
@@ -289,11 +292,13 @@ class PoisonRecordHook(Hook):
         found = find_poisoned(loop.dataloader.dataset)
         if not found:
             return
-        path = osp.join(runner.work_dir, RECORD_NAME)
-        if len(found) == 1:
-            found[0].write_record(path)
-        else:
-            os.makedirs(runner.work_dir, exist_ok=True)
-            with open(path, 'w', encoding='utf-8') as f:
-                json.dump(dict(datasets=[d.record() for d in found]), f, indent=1)
+        from ..engine.results import publish
+
+        def write(path):
+            if len(found) == 1:
+                found[0].write_record(path)
+            else:
+                with open(path, 'w', encoding='utf-8') as f:
+                    json.dump(dict(datasets=[d.record() for d in found]), f, indent=1)
+        path = publish(runner, RECORD_NAME, write)
         runner.logger.info(f'poisoned training set: {found[0]!r}; record: {path}')

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number
 
 __all__ = ['conv_bn_pairs', 'clp_scores', 'clp_prune']
 
@@ -111,12 +112,7 @@ def clp_prune(model: nn.Module, u: float = 3.0) -> Dict[str, List[int]]:
         ConfigValueError: ``u`` is negative or not a finite number, a BN cannot be paired
             with its conv (see :func:`conv_bn_pairs`), or a BN to prune has no affine weights.
     """
-    try:
-        u = float(u)
-    except (TypeError, ValueError):
-        raise ConfigValueError(f'CLP threshold u must be a number >= 0, got {u!r}') from None
-    if not (u >= 0 and u != float('inf')):
-        raise ConfigValueError(f'CLP threshold u must be a finite number >= 0, got {u}')
+    u = check_number('CLP threshold u', u, 0)
     pruned: Dict[str, List[int]] = {}
     for _, conv, bn_name, bn in conv_bn_pairs(model):
         scores = _uclc(conv, bn)

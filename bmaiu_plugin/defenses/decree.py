@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..evaluation.probe import pool_features
 from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number
 
 __all__ = ['decree_invert', 'pl1_norm', 'mean_pairwise_cosine']
 
@@ -167,18 +168,12 @@ def decree_invert(encoder: nn.Module,
     n, c, h, w = images.shape
     if n < 2:
         raise ConfigValueError(f'DECREE needs at least 2 images, got {n}')
-    if int(batch_size) < 2:
-        raise ConfigValueError(f'DECREE batch_size must be >= 2, got {batch_size}')
-    if int(epochs) < 1:
-        raise ConfigValueError(f'DECREE epochs must be >= 1, got {epochs}')
-    if max_steps is not None and int(max_steps) < 1:
-        raise ConfigValueError(f'DECREE max_steps must be >= 1 or None, got {max_steps}')
-    if not 0. < float(thres) <= 1.:
-        raise ConfigValueError(f'DECREE thres must be in (0, 1], got {thres}')
-    if not (float(lr) > 0 and lam_init > 0 and lam_min > 0 and lam_max > 0):
-        raise ConfigValueError('DECREE lr, lam_init, lam_min and lam_max must be positive, got '
-                               f'lr={lr}, lam_init={lam_init}, lam_min={lam_min}, '
-                               f'lam_max={lam_max}')
+    check_number('DECREE batch_size', batch_size, 2, integer=True)
+    check_number('DECREE epochs', epochs, 1, integer=True)
+    check_number('DECREE max_steps', max_steps, 1, integer=True, optional=True)
+    check_number('DECREE thres', thres, 0, 1, inclusive=(False, True))
+    for name, v in dict(lr=lr, lam_init=lam_init, lam_min=lam_min, lam_max=lam_max).items():
+        check_number(f'DECREE {name}', v, 0, inclusive=(False, True))
     batch_size = min(int(batch_size), n)
     device = module_device(encoder, device)
     if isinstance(normalizer, nn.Module):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from ..evaluation.probe import pool_features
 from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number
 
 __all__ = ['EncoderClassifier', 'ibau_perturbation', 'ibau_inner_map', 'ibau_hypergradient',
            'ibau_unlearn']
@@ -97,8 +98,7 @@ def _inner_objective(model_fn: ModelFn, x: torch.Tensor, y: torch.Tensor, delta:
 
 def _check_positive(**values) -> None:
     for name, v in values.items():
-        if not float(v) > 0:
-            raise ConfigValueError(f'I-BAU {name} must be positive, got {v}')
+        check_number(f'I-BAU {name}', v, 0, inclusive=(False, True))
 
 
 class _EvalMode:
@@ -148,8 +148,7 @@ def ibau_perturbation(model_fn: ModelFn,
         Tensor: ``delta``, shape ``(1, C, H, W)``, detached, in normalized-input space.
     """
     _check_positive(lr=lr, passes=passes)
-    if float(l2_weight) < 0:
-        raise ConfigValueError(f'I-BAU l2_weight must be >= 0, got {l2_weight}')
+    check_number('I-BAU l2_weight', l2_weight, 0)
     dev = module_device(model_fn, device)
     batches = _as_reiterable(batches)
     delta = None
@@ -237,8 +236,7 @@ def ibau_hypergradient(model_fn: ModelFn,
         tuple[list[Tensor], Tensor]: The hypergradient (one tensor per parameter) and the outer
         loss (detached).
     """
-    if int(K) < 0:
-        raise ConfigValueError(f'I-BAU K must be >= 0, got {K}')
+    check_number('I-BAU K', K, 0, integer=True)
     params = list(params)
     x0, y0 = inner_batch
     xb, yb = outer_batch
@@ -319,8 +317,7 @@ def ibau_unlearn(model_fn: ModelFn,
         outer loss, list of floats), ``delta_norm`` (per-round ``||delta||_2``), ``steps``.
     """
     _check_positive(rounds=rounds, outer_lr=outer_lr, inner_lr=inner_lr, pert_lr=pert_lr)
-    if not 0. <= float(portion) <= 1.:
-        raise ConfigValueError(f'I-BAU portion must be in [0, 1], got {portion}')
+    check_number('I-BAU portion', portion, 0, 1)
     if params is None:
         if not isinstance(model_fn, nn.Module):
             raise ConfigValueError('I-BAU needs params when model_fn is not an nn.Module')

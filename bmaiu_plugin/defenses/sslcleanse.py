@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from ..evaluation.probe import pool_features
 from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_choice, check_number
 from .decree import _from_tanh_space, _to_tanh_space
 
 __all__ = ['LambdaSchedule', 'mad_anomaly_index', 'kmeans_clusters', 'stamp_mask_pattern',
@@ -81,12 +82,9 @@ class LambdaSchedule:
     """
 
     def __init__(self, lam_init: float = 0.1, patience: int = 5, multiplier: float = 1.5):
-        if not float(lam_init) > 0:
-            raise ConfigValueError(f'lam_init must be > 0, got {lam_init}')
-        if int(patience) < 1:
-            raise ConfigValueError(f'lambda patience must be >= 1, got {patience}')
-        if not float(multiplier) > 1:
-            raise ConfigValueError(f'lam_multiplier must be > 1, got {multiplier}')
+        check_number('SSL-Cleanse lam_init', lam_init, 0, inclusive=(False, True))
+        check_number('SSL-Cleanse lambda patience', patience, 1, integer=True)
+        check_number('SSL-Cleanse lam_multiplier', multiplier, 1, inclusive=(False, True))
         self.lam_init, self.patience, self.multiplier = float(lam_init), int(patience), \
             float(multiplier)
         self.lam = 0.
@@ -139,9 +137,8 @@ def mad_anomaly_index(values: Union[Sequence[float], torch.Tensor], threshold: f
     v = torch.as_tensor(values, dtype=torch.float64).flatten()
     if v.numel() < 2:
         raise ConfigValueError(f'the MAD test needs at least 2 values, got {v.numel()}')
-    if not float(threshold) > 0 or not float(mad_scale) > 0:
-        raise ConfigValueError(f'threshold and mad_scale must be > 0, got {threshold}, '
-                               f'{mad_scale}')
+    check_number('MAD test threshold', threshold, 0, inclusive=(False, True))
+    check_number('MAD test mad_scale', mad_scale, 0, inclusive=(False, True))
     # the statistical median (mean of the two middle values for an even count), as numpy's
     med = float(np.median(v.numpy()))
     dev = (v - med).abs()
@@ -194,24 +191,20 @@ def _regularizer(mask: torch.Tensor, pattern: torch.Tensor, kind: str) -> torch.
 def _check_budgets(**kw) -> None:
     for name in ('rounds', 'steps_per_round', 'batch_size', 'images_per_cluster',
                  'check_images', 'kmeans_n_init', 'chunk'):
-        if name in kw and int(kw[name]) < 1:
-            raise ConfigValueError(f'SSL-Cleanse {name} must be >= 1, got {kw[name]}')
-    if 'success_threshold' in kw and not 0. < float(kw['success_threshold']) <= 1.:
-        raise ConfigValueError('SSL-Cleanse success_threshold must be in (0, 1], got '
-                               f'{kw["success_threshold"]}')
-    if 'early_stop_ratio' in kw and not 0. < float(kw['early_stop_ratio']) <= 1.:
-        raise ConfigValueError('SSL-Cleanse early_stop_ratio must be in (0, 1], got '
-                               f'{kw["early_stop_ratio"]}')
-    if 'lr' in kw and not float(kw['lr']) > 0:
-        raise ConfigValueError(f'SSL-Cleanse lr must be > 0, got {kw["lr"]}')
+        if name in kw:
+            check_number(f'SSL-Cleanse {name}', kw[name], 1, integer=True)
+    for name in ('success_threshold', 'early_stop_ratio'):
+        if name in kw:
+            check_number(f'SSL-Cleanse {name}', kw[name], 0, 1, inclusive=(False, True))
+    if 'lr' in kw:
+        check_number('SSL-Cleanse lr', kw['lr'], 0, inclusive=(False, True))
     for name, options in (('regularizer', REGULARIZERS), ('target', TARGETS),
                           ('knn', KNN_MODES)):
-        if name in kw and kw[name] not in options:
-            raise ConfigValueError(f'SSL-Cleanse {name} must be one of {options}, got '
-                                   f'{kw[name]!r}')
+        if name in kw:
+            check_choice(f'SSL-Cleanse {name}', kw[name], options)
     for name in ('early_stop_patience', 'give_up_rounds'):
-        if kw.get(name) is not None and int(kw[name]) < 1:
-            raise ConfigValueError(f'SSL-Cleanse {name} must be >= 1 or None, got {kw[name]}')
+        if name in kw:
+            check_number(f'SSL-Cleanse {name}', kw[name], 1, integer=True, optional=True)
 
 
 def synthesize_cluster_triggers(features: Callable[[torch.Tensor], torch.Tensor],
@@ -463,11 +456,9 @@ def sslcleanse_detect(encoder: nn.Module,
     if not 2 <= int(num_clusters) <= images.shape[0]:
         raise ConfigValueError(f'SSL-Cleanse needs 2 <= num_clusters <= number of images '
                                f'({images.shape[0]}), got {num_clusters}')
-    if int(images_per_cluster) < 1 or int(kmeans_n_init) < 1:
-        raise ConfigValueError('SSL-Cleanse images_per_cluster and kmeans_n_init must be >= 1, '
-                               f'got {images_per_cluster}, {kmeans_n_init}')
-    if not float(threshold) > 0:
-        raise ConfigValueError(f'SSL-Cleanse threshold must be > 0, got {threshold}')
+    check_number('SSL-Cleanse images_per_cluster', images_per_cluster, 1, integer=True)
+    check_number('SSL-Cleanse kmeans_n_init', kmeans_n_init, 1, integer=True)
+    check_number('SSL-Cleanse threshold', threshold, 0, inclusive=(False, True))
     _check_budgets(**synthesis)
     device = module_device(encoder, device)
     if isinstance(normalizer, nn.Module):

@@ -5,8 +5,9 @@
 * :class:`EvaluatorTriggersHook` lends the probe loop's triggers (the attacker's, known to the
   evaluator only) to the model for the duration of one evaluation, and takes them back after it.
   A defense therefore never holds the attacker's trigger while it trains.
-* :class:`SaveDefendedEncoderHook` writes the defended encoder's weights (tensors only) into the
-  work dir, for other tools (DECREE, the probe config, a pipeline).
+* :class:`SaveDefendedEncoderHook` writes the defended encoder's weights (tensors only, ``.pth``
+  and ``.safetensors``) into the run's folder and the work dir, for other tools (DECREE, the
+  probe config, a pipeline).
 """
 import os.path as osp
 import time
@@ -18,6 +19,7 @@ from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
 from ..utils.errors import ConfigValueError
+from .results import publish
 
 
 def _unwrap(runner):
@@ -93,11 +95,15 @@ class EvaluatorTriggersHook(Hook):
 
 @HOOKS.register_module()
 class SaveDefendedEncoderHook(Hook):
-    """Save ``model.defended_state_dict()`` as ``WORK_DIR/filename`` (``torch.save`` of tensors).
+    """Save ``model.defended_state_dict()`` as ``filename`` and as its ``.safetensors`` twin.
 
-    Written before every evaluation (CLP prunes at load time, so its defended encoder exists
-    before the test) and after training (I-BAU).  A file of that name that is the model's own
-    ``encoder_checkpoint`` is never overwritten (a warning is logged instead).
+    Both files hold the same tensors (contiguous, on the CPU) under the same keys: the ``.pth``
+    is a ``torch.save`` of the state dict, the ``.safetensors`` a safetensors ``save_file``.  They
+    are written into the run's folder and published as the work dir's latest copies
+    (:func:`~bmaiu_plugin.engine.results.publish`), before every evaluation (CLP prunes at load
+    time, so its defended encoder exists before the test) and after training (I-BAU).  A
+    top-level file that is the model's own ``encoder_checkpoint`` is never replaced: that run's
+    files stay in its run folder (a warning is logged).
 
     Args:
         filename (str): A plain file name (no folder): the file stays inside the work dir.
@@ -111,6 +117,7 @@ class SaveDefendedEncoderHook(Hook):
                 f'SaveDefendedEncoderHook filename must be a plain file name (it is written in '
                 f'the work dir), got {filename!r}')
         self.filename = filename
+        self.safetensors_name = osp.splitext(filename)[0] + '.safetensors'
 
     def _save(self, runner) -> None:
         model = _unwrap(runner)
@@ -119,15 +126,21 @@ class SaveDefendedEncoderHook(Hook):
                                    'defended encoder to save; remove the hook')
         if not is_main_process():
             return
-        path = osp.join(runner.work_dir, self.filename)
+        from safetensors.torch import save_file
+        state = {k: v.detach().cpu().contiguous().clone()
+                 for k, v in model.defended_state_dict().items()}
         src = getattr(model, 'encoder_checkpoint', None)
-        if src and osp.isfile(path) and osp.samefile(path, src):
-            runner.logger.warning(f'not saving the defended encoder to {path}: it is the input '
-                                  'encoder_checkpoint; use another --work-dir')
-            return
-        state = {k: v.detach().cpu().clone() for k, v in model.defended_state_dict().items()}
-        torch.save(state, path)
-        runner.logger.info(f'defended encoder (backbone state dict) saved to {path}')
+        writers = {self.filename: lambda p: torch.save(state, p),  # a .safetensors name: once
+                   self.safetensors_name: lambda p: save_file(state, p, metadata=dict(format='pt'))}
+        saved = []
+        for name, write in writers.items():
+            top = osp.join(runner.work_dir, name)
+            is_input = bool(src) and osp.isfile(top) and osp.samefile(top, src)
+            saved.append(publish(runner, name, write, latest=not is_input))
+            if is_input:
+                runner.logger.warning(f'{top} is the input encoder_checkpoint: not replaced; '
+                                      f'this run\'s defended encoder is {saved[-1]}')
+        runner.logger.info(f'defended encoder (backbone state dict) saved to {", ".join(saved)}')
 
     def before_val(self, runner) -> None:
         self._save(runner)

@@ -7,6 +7,7 @@ from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number, is_number
 
 
 def _unwrap(runner):
@@ -48,9 +49,25 @@ class BMAIUStageHook(Hook):
     priority = 'HIGH'
 
     def __init__(self, implant_epochs: int):
-        if int(implant_epochs) < 0:
-            raise ValueError(f'implant_epochs must be >= 0, got {implant_epochs}')
-        self.implant_epochs = int(implant_epochs)
+        self.implant_epochs = check_number('BMAIUStageHook implant_epochs', implant_epochs, 0,
+                                           integer=True)
+
+    @staticmethod
+    def check_cfg(cfg: dict, config, path: str) -> None:
+        """Pre-flight: stage 2 must get at least one of the run's epochs."""
+        implant = cfg.get('implant_epochs')
+        max_epochs = (config.get('train_cfg') or {}).get('max_epochs')
+        if is_number(implant) and is_number(max_epochs) and implant >= max_epochs:
+            raise ConfigValueError(
+                f'{path}.implant_epochs={implant} >= train_cfg.max_epochs={max_epochs} leaves '
+                'BMAIU stage 2 (unlearning) without epochs; give train_cfg.max_epochs = '
+                'implant epochs + unlearning epochs (and train_cfg.val_interval the same)')
+
+    def before_train(self, runner) -> None:
+        if self.implant_epochs >= runner.max_epochs:
+            raise ConfigValueError(
+                f'BMAIUStageHook implant_epochs={self.implant_epochs} >= max_epochs='
+                f'{runner.max_epochs} leaves BMAIU stage 2 (unlearning) without epochs')
 
     def before_train_epoch(self, runner) -> None:
         model = _unwrap(runner)
@@ -83,10 +100,17 @@ class CustomTriggerSearchHook(Hook):
     priority = 'NORMAL'  # after BMAIUStageHook (HIGH) has switched the stage
 
     def __init__(self, interval: Optional[int] = None):
-        if interval is not None and int(interval) < 1:
-            raise ValueError(f'interval must be >= 1 (or None: off), got {interval}')
-        self.interval = None if interval is None else int(interval)
+        self.interval = check_number('CustomTriggerSearchHook interval', interval, 1,
+                                     integer=True, optional=True)
         self.stage2_start = None
+
+    @staticmethod
+    def check_cfg(cfg: dict, config, path: str) -> None:
+        """Pre-flight: a search interval needs the model's search settings."""
+        if cfg.get('interval') is not None and \
+                (config.get('model') or {}).get('trigger_search') is None:
+            raise ConfigValueError(f'{path}.interval needs the model\'s trigger_search settings '
+                                   '(e.g. model.trigger_search.steps=300)')
 
     def before_train(self, runner) -> None:
         if self.interval is not None and getattr(_unwrap(runner), 'trigger_search', None) is None:

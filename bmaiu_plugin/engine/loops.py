@@ -3,10 +3,10 @@
 SSL models have no ``predict`` mode, so the usual ``ValLoop`` cannot evaluate them.  This loop
 extracts encoder features itself (clean labeled train split, clean test split, and the test split
 with each trigger stamped on the device), hands them to :class:`BackdoorProbeMetric`, and writes
-``metrics.json`` into the work dir.
+``metrics.json`` into the run's folder and, as the latest copy, the work dir
+(:func:`~bmaiu_plugin.engine.results.publish`).
 """
 import json
-import os.path as osp
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -20,6 +20,9 @@ from ..evaluation.metric import CLEAN, PROBE_TRAIN, REFERENCE
 from ..evaluation.probe import PixelNormalizer, pool_features
 from ..registry import LOOPS
 from ..triggers import build_trigger
+from ..utils.errors import ConfigValueError
+from ..utils.validate import check_choice, check_keys, check_number, clip
+from .results import publish
 
 #: CIFAR-10 mean / std on the 0-255 scale (the default when the model has no preprocessor stats).
 CIFAR10_MEAN = (125.307, 122.961, 113.8575)
@@ -93,15 +96,41 @@ class BackdoorProbeLoop(ValLoop):
         if isinstance(probe_dataloader, dict):
             probe_dataloader = runner.build_dataloader(probe_dataloader, seed=runner.seed)
         self.probe_dataloader = probe_dataloader
+        for i, t in enumerate(triggers):
+            check_keys(f'probe loop triggers.{i}', t, ('name', 'trigger', 'target'),
+                       'an evaluator trigger key')
+            if 'name' not in t or 'trigger' not in t:
+                raise ConfigValueError(f'probe loop triggers.{i} needs a name and a trigger')
+            check_number(f'probe loop triggers.{i}.target', t.get('target', -1), -1,
+                         integer=True)
         self.triggers = [dict(name=t['name'], trigger=build_trigger(t['trigger']),
                               target=int(t.get('target', -1))) for t in triggers]
         names = [t['name'] for t in self.triggers]
         if len(set(names)) != len(names) or set(names) & {PROBE_TRAIN, CLEAN, REFERENCE}:
-            raise ValueError(f'trigger names must be unique and not reserved: {names}')
+            raise ConfigValueError(f'trigger names must be unique and not reserved: {names}')
+        check_choice('probe loop mode', mode, ('val', 'test'))
+        self._check_triggers_fit()
         self.normalize_cfg = normalize
         self.mode = mode
         self.metrics_file = metrics_file
         self.seed = seed
+
+    def _check_triggers_fit(self) -> None:
+        """Check every evaluator trigger against the test images' size, before any run."""
+        dataset = getattr(self.dataloader, 'dataset', None)
+        if not self.triggers or dataset is None:
+            return
+        if len(dataset) == 0:
+            raise ConfigValueError('the probe loop\'s test dataloader has no images')
+        # the stored image (no pipeline run, no random numbers drawn); file datasets: skipped
+        info = dataset.get_data_info(0) if hasattr(dataset, 'get_data_info') else {}
+        img = info.get('img') if isinstance(info, dict) else None
+        if getattr(img, 'ndim', 0) == 3:
+            for t in self.triggers:
+                try:
+                    t['trigger'].check_image_size(*img.shape[:2])
+                except ConfigValueError as e:
+                    raise ConfigValueError(f'evaluator trigger {clip(t["name"])}: {e}') from None
 
     # feature extraction ---------------------------------------------------------------
     def _features(self, encoder: nn.Module, norm: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
@@ -179,9 +208,11 @@ class BackdoorProbeLoop(ValLoop):
         return flat
 
     def write_metrics(self, summary: dict) -> None:
-        path = osp.join(self.runner.work_dir, self.metrics_file)
-        with open(path, 'w') as f:
-            json.dump(summary, f, indent=2)
+        """Write ``summary`` into the run's folder and publish it as the work dir's latest."""
+        def dump(path):
+            with open(path, 'w') as f:
+                json.dump(summary, f, indent=2)
+        path = publish(self.runner, self.metrics_file, dump)
         print(f'[bmaiu_plugin] metrics written to {path}:\n{json.dumps(summary, indent=2)}',
               flush=True)
 

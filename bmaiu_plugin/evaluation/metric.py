@@ -6,7 +6,9 @@ import torch
 from mmengine.evaluator import BaseMetric
 
 from ..registry import METRICS
-from .probe import backdoor_metrics, normalize_features, train_linear_probe
+from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number, clip
+from .probe import backdoor_metrics, check_probe_cfg, normalize_features, train_linear_probe
 
 #: Name of the result set holding the probe's labeled training features.
 PROBE_TRAIN = 'probe_train'
@@ -48,9 +50,20 @@ class BackdoorProbeMetric(BaseMetric):
         super().__init__(collect_device=collect_device, prefix=prefix)
         self.probe_cfg = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                               weight_decay=weight_decay, seed=seed)
+        check_probe_cfg(self.probe_cfg, 'BackdoorProbeMetric')
+        if feature_norm not in ('l2', 'standardize', None):
+            raise ConfigValueError("BackdoorProbeMetric feature_norm must be 'l2', 'standardize' "
+                                   f'or None, got {clip(feature_norm)}')
+        check_number('BackdoorProbeMetric num_classes', num_classes, 2, integer=True,
+                     optional=True)
         self.feature_norm = feature_norm
         self.num_classes = num_classes
         self.last_head = None
+
+    @staticmethod
+    def check_cfg(cfg: dict, config, path: str) -> None:
+        """Pre-flight (:func:`~bmaiu_plugin.utils.validate.check_config`): the probe settings."""
+        check_probe_cfg(cfg, path, sep='.')
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         self.results.extend(data_samples)

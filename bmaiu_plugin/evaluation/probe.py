@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.validate import check_number
+
 
 def pool_features(out) -> torch.Tensor:
     """Turn a backbone output (tensor or tuple of stage outputs) into ``(B, D)`` features."""
@@ -47,6 +49,28 @@ class PixelNormalizer(nn.Module):
         return (x - self.mean) / self.std
 
 
+#: The linear probe's settings (:func:`train_linear_probe` arguments) a config may give.
+PROBE_KEYS = ('epochs', 'batch_size', 'lr', 'momentum', 'weight_decay', 'seed')
+
+
+def check_probe_cfg(cfg: dict, name: str = 'probe', sep: str = ' ') -> None:
+    """Check linear-probe settings (any of :data:`PROBE_KEYS`) before features are extracted.
+
+    Args:
+        cfg (dict): The settings.
+        name (str): Whose they are, for the message (``'I-BAU head'``, a config path).
+        sep (str): Between ``name`` and a key (``'.'`` after a config path).
+    """
+    for key, low, high, inc, integer in (('epochs', 1, None, True, True),
+                                         ('batch_size', 1, None, True, True),
+                                         ('lr', 0, None, (False, True), False),
+                                         ('momentum', 0, 1, True, False),
+                                         ('weight_decay', 0, None, True, False)):
+        if key in cfg:
+            check_number(f'{name}{sep}{key}', cfg[key], low, high, inclusive=inc,
+                         integer=integer)
+
+
 def train_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int,
                        epochs: int = 10, batch_size: int = 64, lr: float = 0.1,
                        momentum: float = 0.9, weight_decay: float = 0., seed: int = 0,
@@ -66,6 +90,8 @@ def train_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: i
     Returns:
         nn.Linear: The trained head (on ``feats``' device).
     """
+    check_probe_cfg(dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                         weight_decay=weight_decay))
     g = torch.Generator().manual_seed(int(seed))
     head = nn.Linear(feats.shape[1], num_classes, bias=bias).to(feats.device)
     with torch.no_grad():

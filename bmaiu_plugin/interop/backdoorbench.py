@@ -139,11 +139,6 @@ _PICKLE_MODULE = types.ModuleType('bmaiu_numpy1_compat_pickle')
 _PICKLE_MODULE.Pickler = _Numpy1CompatPickler
 
 
-def _numpy1_safe_globals() -> List[Tuple[object, str]]:
-    """Allow-list entries for records written under numpy 1.x (``numpy.core.*`` names)."""
-    return [(fn, f'{module}.{name}') for fn, module, name in _numpy1_names()]
-
-
 def save_record(record: dict, path: str) -> str:
     """Validate ``record`` and ``torch.save`` it atomically, numpy 1.x-readable.
 
@@ -169,9 +164,9 @@ def save_record(record: dict, path: str) -> str:
 def load_record(path: str) -> dict:
     """Load and validate an attack record as plain data only.
 
-    Uses :func:`~bmaiu_plugin.utils.checkpoint.safe_torch_load` (``weights_only=True`` with an
-    allow-list of numpy's array classes, under both their numpy 1.x and 2.x names): a record
-    that references any other class or function is refused before anything in it runs.
+    Uses :func:`~bmaiu_plugin.utils.safe_load.safe_torch_load`: numpy arrays (under their
+    numpy 1.x and 2.x names) are rebuilt from validated plain numeric data, and a record that
+    names any other class or function is refused before anything in it runs.
 
     Args:
         path (str): ``attack_result.pt`` or the ``record/<name>`` folder holding it.
@@ -187,8 +182,7 @@ def load_record(path: str) -> dict:
         path = osp.join(path, RECORD_FILE)
     if not osp.isfile(path):
         raise RecordError(f'BackdoorBench record not found: {path}')
-    with torch.serialization.safe_globals(_numpy1_safe_globals()):
-        record = safe_torch_load(path)
+    record = safe_torch_load(path, kind='BackdoorBench record', error_cls=RecordError)
     validate_record(record, source=path)
     return record
 

@@ -15,8 +15,10 @@ import torch
 
 from ..registry import MODELS
 from ..triggers import build_trigger
+from ..utils.errors import ConfigValueError
+from ..utils.validate import check_keys, check_number
 from .finetune_base import EncoderFinetuneBase, cosine
-from .reference import select_reference
+from .reference import check_reference_cfg, select_reference
 
 
 @MODELS.register_module()
@@ -44,13 +46,23 @@ class BadEncoder(EncoderFinetuneBase):
                  lambda2: float = 1., frozen_target: bool = False,
                  targets_per_step: Optional[int] = None, flip_reference: bool = True, **kwargs):
         super().__init__(backbone, frozen_copies=('teacher',), **kwargs)
-        if not targets:
-            raise ValueError('BadEncoder needs at least one (trigger, reference) target')
+        if not targets or isinstance(targets, (dict, str)):
+            raise ConfigValueError('BadEncoder needs at least one target: a list of '
+                                   'dict(trigger=..., reference=...)')
+        for i, t in enumerate(targets):
+            check_keys(f'BadEncoder targets.{i}', t, ('trigger', 'reference'), 'a target key')
+            if 'trigger' not in t:
+                raise ConfigValueError(f'BadEncoder targets.{i} has no trigger')
         self.triggers = torch.nn.ModuleList(build_trigger(t['trigger']) for t in targets)
-        self.reference_cfgs = [dict(t.get('reference', dict(mode='class', num=1))) for t in targets]
-        self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
+        self.reference_cfgs = [
+            check_reference_cfg(t.get('reference', dict(mode='class', num=1)),
+                                f'BadEncoder targets.{i}.reference')
+            for i, t in enumerate(targets)]
+        self.lambda1 = check_number('BadEncoder lambda1', lambda1, 0)
+        self.lambda2 = check_number('BadEncoder lambda2', lambda2, 0)
         self.frozen_target = frozen_target
-        self.targets_per_step = targets_per_step
+        self.targets_per_step = check_number('BadEncoder targets_per_step', targets_per_step,
+                                             1, integer=True, optional=True)
         self.flip_reference = flip_reference
         self.references: List[torch.Tensor] = []
         self.reference_info: List[dict] = []
@@ -63,6 +75,12 @@ class BadEncoder(EncoderFinetuneBase):
             cfg.setdefault('seed', self.seed)
             imgs, info = select_reference(
                 dataset, encode=lambda x: self.encode_batched(self.teacher, x), **cfg)
+            if not self.references:  # before any step: every trigger fits the data's images
+                for i, trig in enumerate(self.triggers):
+                    try:
+                        trig.check_image_size(*imgs.shape[-2:])
+                    except ConfigValueError as e:
+                        raise ConfigValueError(f'BadEncoder targets.{i}.trigger: {e}') from None
             self.references.append(imgs)
             self.reference_info.append(info)
 

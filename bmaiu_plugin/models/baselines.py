@@ -17,7 +17,6 @@ probe loop's ``triggers`` (``evaluate_attack`` in a config).  I-BAU's head is sc
 through :class:`~bmaiu_plugin.engine.defense_hooks.EvaluatorTriggersHook`, which lends them to the
 model inside the evaluation only (``before_val``/``before_test``) and withdraws them after it.
 """
-import math
 import time
 from typing import Dict, List, Optional, Sequence
 
@@ -29,9 +28,11 @@ from ..defenses.clp import clp_prune
 from ..defenses.decree import decree_invert
 from ..defenses.ibau import EncoderClassifier, ibau_hypergradient, ibau_perturbation
 from ..engine.loops import batch_images, batch_labels_and_idx
-from ..evaluation.probe import backdoor_metrics, normalize_features, train_linear_probe
+from ..evaluation.probe import (backdoor_metrics, check_probe_cfg, normalize_features,
+                                train_linear_probe)
 from ..registry import MODELS
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number
 from .finetune_base import EncoderFinetuneBase, ProbedEncoder, frozen_copy
 
 #: ``decree_invert`` settings a ``decree=dict(...)`` may hold, besides ``shadow_ratio``.
@@ -42,14 +43,7 @@ DECREE_KEYS = ('epochs', 'batch_size', 'lr', 'lr_milestones', 'thres', 'lam_init
 
 def _positive(name: str, value, allow_zero: bool = False) -> float:
     """``float(value)``, checked finite and > 0 (>= 0 with ``allow_zero``)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigValueError(f'{name} must be a number, got {value!r}') from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ConfigValueError(f'{name} must be a finite number {">=" if allow_zero else ">"} 0, '
-                               f'got {value!r}')
-    return v
+    return check_number(name, value, 0, inclusive=(allow_zero, True))
 
 
 def check_decree_cfg(cfg: Optional[dict]) -> Optional[dict]:
@@ -71,23 +65,18 @@ def check_decree_cfg(cfg: Optional[dict]) -> Optional[dict]:
     if unknown:
         raise ConfigValueError(f'unknown decree setting(s) {unknown}; allowed: enable, '
                                f'shadow_ratio, {", ".join(DECREE_KEYS)}')
-    ratio = cfg.setdefault('shadow_ratio', 0.1)
-    if not isinstance(ratio, (int, float)) or not 0. < float(ratio) <= 1.:
-        raise ConfigValueError(f'decree shadow_ratio must be in (0, 1], got {ratio!r}')
+    check_number('decree shadow_ratio', cfg.setdefault('shadow_ratio', 0.1), 0, 1,
+                 inclusive=(False, True))
     for key in ('epochs', 'batch_size'):
-        if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < (2 if key == 'batch_size'
-                                                                         else 1)):
-            raise ConfigValueError(f'decree {key} must be an integer >= '
-                                   f'{2 if key == "batch_size" else 1}, got {cfg[key]!r}')
-    if cfg.get('max_steps') is not None and (not isinstance(cfg['max_steps'], int)
-                                             or cfg['max_steps'] < 1):
-        raise ConfigValueError(f'decree max_steps must be an integer >= 1 or None, '
-                               f'got {cfg["max_steps"]!r}')
+        if key in cfg:
+            check_number(f'decree {key}', cfg[key], 2 if key == 'batch_size' else 1,
+                         integer=True)
+    check_number('decree max_steps', cfg.get('max_steps'), 1, integer=True, optional=True)
     for key in ('lr', 'lam_init', 'lam_min', 'lam_max'):
         if key in cfg:
             _positive(f'decree {key}', cfg[key])
-    if 'thres' in cfg and not _positive('decree thres', cfg['thres']) <= 1.:
-        raise ConfigValueError(f'decree thres must be in (0, 1], got {cfg["thres"]!r}')
+    if 'thres' in cfg:
+        check_number('decree thres', cfg['thres'], 0, 1, inclusive=(False, True))
     if 'lr_milestones' in cfg:
         cfg['lr_milestones'] = tuple((int(e), float(v)) for e, v in cfg['lr_milestones'])
     return cfg
@@ -338,19 +327,18 @@ class IBAUDefense(DecreeReport, EncoderFinetuneBase):
                  **kwargs):
         kwargs.setdefault('freeze_bn', False)
         super().__init__(backbone, frozen_copies=('suspect',), **kwargs)
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigValueError(
-                f'I-BAU num_classes must be an integer >= 2, got {num_classes!r}')
-        if not isinstance(K, int) or K < 0:
-            raise ConfigValueError(f'I-BAU K must be an integer >= 0, got {K!r}')
+        check_number('I-BAU num_classes', num_classes, 2, integer=True)
+        check_number('I-BAU K', K, 0, integer=True)
         self.inner_lr = _positive('I-BAU inner_lr', inner_lr)
         self.pert_lr = _positive('I-BAU pert_lr', pert_lr)
         self.l2_weight = _positive('I-BAU l2_weight', l2_weight, allow_zero=True)
-        if not isinstance(portion, (int, float)) or not 0. <= float(portion) <= 1.:
-            raise ConfigValueError(f'I-BAU portion must be in [0, 1], got {portion!r}')
+        check_number('I-BAU portion', portion, 0, 1)
         unknown = set(head) - {'epochs', 'batch_size', 'lr', 'momentum', 'weight_decay'}
         if unknown:
-            raise ConfigValueError(f'unknown I-BAU head setting(s) {sorted(unknown)}')
+            raise ConfigValueError(f'unknown I-BAU head setting(s) {sorted(unknown)}; allowed: '
+                                   'epochs, batch_size, lr, momentum, weight_decay')
+        check_probe_cfg(head, 'I-BAU head')
+        check_number('I-BAU img_size', img_size, 1, integer=True)
         self.head_cfg = dict(head)
         self.K, self.portion, self.num_classes = K, float(portion), num_classes
         self.decree_cfg = check_decree_cfg(decree)

@@ -43,8 +43,9 @@ import torch.nn as nn
 from ..registry import MODELS
 from ..triggers import build_trigger
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number
 from .finetune_base import EncoderFinetuneBase, cosine, sample_rows
-from .reference import dataset_arrays, select_reference
+from .reference import check_reference_cfg, dataset_arrays, select_reference
 
 REPULSIONS = ('cosine', 'hinge', 'squared')
 ANCHORS = ('student', 'student_detached', 'teacher')
@@ -119,23 +120,26 @@ class BMAIU(EncoderFinetuneBase):
         if implant_target not in ('suspect', 'student'):
             raise ConfigValueError(
                 f"implant_target must be 'suspect' or 'student', got {implant_target!r}")
-        if not 0. < float(trigger_fraction) <= 1.:
-            raise ConfigValueError(f'trigger_fraction must be in (0, 1], got {trigger_fraction}')
+        check_number('BMAIU trigger_fraction', trigger_fraction, 0, 1, inclusive=(False, True))
         for name, v in dict(u0=u0, u1=u1, u2=u2, u3=u3,
                             reference_anchor=reference_anchor).items():
-            if float(v) < 0:
-                raise ConfigValueError(f'{name} must be >= 0, got {v}')
+            check_number(f'BMAIU {name}', v, 0)
+        check_number('BMAIU hinge_margin (a cosine)', hinge_margin, -1, 1)
+        check_number('BMAIU img_size', img_size, 1, integer=True, optional=True)
         trig = dict(custom_trigger)
         if img_size is not None and trig.get('type') in ('PatchTrigger', 'RandomPatchFamily'):
             trig.setdefault('img_size', img_size)
-        self.custom_trigger: nn.Module = build_trigger(trig)
+        try:
+            self.custom_trigger: nn.Module = build_trigger(trig)
+        except ConfigValueError as e:
+            raise ConfigValueError(f'BMAIU custom_trigger: {e}') from None
         self.trigger_search = None if trigger_search is None else dict(trigger_search)
         if self.trigger_search is not None:
             self._check_search(self.trigger_search)
             # the first search's objective (start, end): kept in checkpoints, so that a resumed
             # run (which does not search again) reports the same metrics.json
             self.register_buffer('trigger_search_result', torch.full((2,), float('nan')))
-        self.reference_cfg = dict(reference)
+        self.reference_cfg = check_reference_cfg(reference, 'BMAIU reference')
         self.u0, self.u1, self.u2, self.u3 = float(u0), float(u1), float(u2), float(u3)
         self.reference_anchor = float(reference_anchor)
         self.implant_target = implant_target
@@ -180,9 +184,11 @@ class BMAIU(EncoderFinetuneBase):
             raise ConfigValueError(f'trigger_search.objective must be one of {OBJECTIVES}, got '
                                    f'{cfg["objective"]!r}')
         for k in ('steps', 'batch_size', 'max_images', 'restarts_steps'):
-            if k in cfg and int(cfg[k]) < (2 if k == 'batch_size' else 1):
-                raise ConfigValueError(f'trigger_search.{k} must be >= '
-                                       f'{2 if k == "batch_size" else 1}, got {cfg[k]}')
+            if k in cfg:
+                check_number(f'trigger_search.{k}', cfg[k], 2 if k == 'batch_size' else 1,
+                             integer=True)
+        if 'lr' in cfg:
+            check_number('trigger_search.lr', cfg['lr'], 0, inclusive=(False, True))
 
     def _stage_grad(self, block: str, grad: torch.Tensor) -> torch.Tensor:
         allowed = self.stage_blocks[int(self.stage)]

@@ -17,8 +17,26 @@ import numpy as np
 import torch
 
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_choice, check_keys, check_number, open_image
 
 MODES = ('class', 'random_class', 'kmeans', 'files')
+#: The keys of a ``reference=dict(...)`` config (:func:`select_reference` arguments).
+REFERENCE_KEYS = ('mode', 'num', 'seed', 'class_index', 'files', 'num_clusters')
+
+
+def check_reference_cfg(cfg: dict, name: str = 'reference') -> dict:
+    """Check a ``reference=dict(...)`` config before any data is read; return a copy."""
+    if not isinstance(cfg, dict):
+        raise ConfigValueError(f'{name} must be a dict of {", ".join(REFERENCE_KEYS)}')
+    cfg = dict(cfg)
+    check_keys(name, cfg, REFERENCE_KEYS, 'a reference key')
+    mode = check_choice(f'{name}.mode', cfg.get('mode', 'random_class'), MODES)
+    check_number(f'{name}.num', cfg.get('num', 10), 1, integer=True)
+    if 'num_clusters' in cfg:
+        check_number(f'{name}.num_clusters', cfg['num_clusters'], 2, integer=True)
+    if mode == 'files' and not cfg.get('files'):
+        raise ConfigValueError(f"{name}: mode 'files' needs a list of image files (files=[...])")
+    return cfg
 
 
 def _raw_item(dataset, i: int) -> Tuple[np.ndarray, int]:
@@ -42,14 +60,10 @@ def dataset_arrays(dataset, limit: Optional[int] = None) -> Tuple[torch.Tensor, 
 
 
 def _load_files(files: Sequence[str], size: Tuple[int, int]) -> torch.Tensor:
-    import os.path as osp
-
     from PIL import Image
     out = []
     for f in files:
-        if not osp.isfile(f):
-            raise ConfigValueError(f'reference image not found: {f}')
-        img = Image.open(f).convert('RGB').resize((size[1], size[0]), Image.BILINEAR)
+        img = open_image(f, 'reference image').resize((size[1], size[0]), Image.BILINEAR)
         out.append(torch.from_numpy(np.asarray(img)).permute(2, 0, 1))
     return torch.stack(out)
 
@@ -78,10 +92,8 @@ def select_reference(dataset, mode: str = 'random_class', num: int = 10, seed: i
         tuple[Tensor, dict]: ``(R, C, H, W)`` uint8 images and a description (mode, class or
         cluster, indices) for the logs and ``metrics.json``.
     """
-    if mode not in MODES:
-        raise ConfigValueError(f'reference mode must be one of {MODES}, got {mode!r}')
-    if int(num) <= 0:
-        raise ConfigValueError(f'reference num must be positive, got {num}')
+    check_choice('reference mode', mode, MODES)
+    check_number('reference num', num, 1, integer=True)
     rng = np.random.default_rng(seed)
     if mode == 'files':
         if not files:

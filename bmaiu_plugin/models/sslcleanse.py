@@ -46,6 +46,7 @@ from ..defenses.sslcleanse import (NC_MAD_SCALE, _check_budgets, sslcleanse_dete
                                    stamp_mask_pattern)
 from ..registry import MODELS
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_choice, check_number
 from .finetune_base import EncoderFinetuneBase, cosine
 from .reference import dataset_arrays
 
@@ -98,29 +99,23 @@ class SSLCleanse(EncoderFinetuneBase):
             raise ConfigValueError(f'unknown SSL-Cleanse detector settings {sorted(unknown)}; '
                                    f'known: {sorted(det)}')
         det.update(detector or {})
-        if int(det['num_clusters']) < 2:
-            raise ConfigValueError(
-                f'SSL-Cleanse needs num_clusters >= 2, got {det["num_clusters"]}')
-        if not float(det['threshold']) > 0 or not float(det['mad_scale']) > 0:
-            raise ConfigValueError('SSL-Cleanse threshold and mad_scale must be > 0, got '
-                                   f'{det["threshold"]}, {det["mad_scale"]}')
+        check_number('SSL-Cleanse num_clusters', det['num_clusters'], 2, integer=True)
+        for key in ('threshold', 'mad_scale', 'lam_init'):
+            check_number(f'SSL-Cleanse {key}', det[key], 0, inclusive=(False, True))
+        check_number('SSL-Cleanse lam_multiplier', det['lam_multiplier'], 1,
+                     inclusive=(False, True))
+        check_number('SSL-Cleanse patience', det['patience'], 1, integer=True)
         _check_budgets(**{k: det[k] for k in (
             'rounds', 'steps_per_round', 'batch_size', 'images_per_cluster', 'check_images',
             'kmeans_n_init', 'success_threshold', 'lr', 'regularizer', 'target', 'knn',
             'early_stop_patience', 'give_up_rounds', 'early_stop_ratio', 'chunk')})
-        if mitigate not in MITIGATE:
-            raise ConfigValueError(f'mitigate must be one of {MITIGATE}, got {mitigate!r}')
-        if no_detection not in NO_DETECTION:
-            raise ConfigValueError(
-                f'no_detection must be one of {NO_DETECTION}, got {no_detection!r}')
-        if not 0. < float(trigger_fraction) <= 1.:
-            raise ConfigValueError(f'trigger_fraction must be in (0, 1], got {trigger_fraction}')
-        for name, v in dict(unlearn_weight=unlearn_weight,
-                            consistency_weight=consistency_weight).items():
-            if float(v) < 0:
-                raise ConfigValueError(f'{name} must be >= 0, got {v}')
-        if int(img_size) < 1:
-            raise ConfigValueError(f'img_size must be >= 1, got {img_size}')
+        check_choice('SSL-Cleanse mitigate', mitigate, MITIGATE)
+        check_choice('SSL-Cleanse no_detection', no_detection, NO_DETECTION)
+        check_number('SSL-Cleanse trigger_fraction', trigger_fraction, 0, 1,
+                     inclusive=(False, True))
+        check_number('SSL-Cleanse unlearn_weight', unlearn_weight, 0)
+        check_number('SSL-Cleanse consistency_weight', consistency_weight, 0)
+        check_number('SSL-Cleanse img_size', img_size, 1, integer=True)
         self.detector_cfg = det
         self.mitigate, self.no_detection = mitigate, no_detection
         self.trigger_fraction = float(trigger_fraction)

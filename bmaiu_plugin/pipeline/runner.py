@@ -15,8 +15,10 @@ ordered list of :class:`Step` s:
 Every step runs in ``<work_dir>/<ssl>/<attack>/<defense>/`` with its output in ``step.log``.
 A step that finished writes ``pipeline_step.json`` there; a later run skips it while that record
 and the outputs it names exist, so an interrupted pipeline resumes (an interrupted training step
-restarts from its last checkpoint with ``--resume``).  A failing step is recorded with its log;
-the steps that need its checkpoint are skipped and every other step still runs.
+restarts from its last checkpoint with ``--resume``).  A finished training step that runs again
+(its input step ran again) starts anew, after its earlier checkpoints are moved into a folder
+beside them; nothing is deleted.  A failing step is recorded with its log; the steps that need
+its checkpoint are skipped and every other step still runs.
 """
 import fnmatch
 import json
@@ -31,7 +33,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Text
 
 from mmengine.config import Config
 
+from ..engine.results import latest_checkpoint, set_aside, set_aside_training
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_keys
 
 #: Attack name of the clean-encoder steps and defense name of the undefended ones.
 CLEAN = 'clean'
@@ -57,6 +61,13 @@ _ATTACK_KEYS = {'type', 'config', 'evaluate', 'cfg_options', 'name'}
 _DEFENSE_KEYS = {'config', 'tool', 'cfg_options', 'name'}
 _STUDY_KEYS = {'title', 'table', 'ssl', 'attacks', 'defenses', 'metrics', 'row_label', 'extra',
                'sweep'}
+#: Top-level keys of a pipeline config; names starting with ``_`` are the file's own helper
+#: variables (``_budget = {...}`` used in ``options``) and are not read.
+TOP_KEYS = {'title', 'work_dir', 'python', 'options', 'ssl', 'attacks', 'defenses',
+            'evaluation', 'studies', 'figures'}
+_EVALUATION_KEYS = {'clean', 'config', 'cfg_options'}
+_FIGURE_KEYS = {'tsne'}
+_TSNE_KEYS = {'defenses', 'num_images', 'seed', 'data_root'}
 
 
 # ------------------------------------------------------------------------------------------
@@ -189,9 +200,7 @@ class Step:
 
 
 def _check_keys(what: str, entry: dict, allowed: set) -> None:
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise ConfigValueError(f'{what}: unknown keys {unknown} (allowed: {sorted(allowed)})')
+    check_keys(what, entry, allowed, f'a key of a pipeline {what.split(".")[0]} entry')
 
 
 def _names(value, available: Sequence[str], what: str) -> List[str]:
@@ -242,6 +251,15 @@ def studies_of(cfg: Config) -> Dict[str, dict]:
 
 def check_config(cfg: Config) -> None:
     """Raise :class:`ConfigValueError` for a malformed pipeline config."""
+    check_keys('', [k for k in cfg if not str(k).startswith('_')], TOP_KEYS,
+               'a top-level key of a pipeline config',
+               fix='fix the key, or start a helper variable\'s name with _')
+    for key, allowed in (('evaluation', _EVALUATION_KEYS), ('figures', _FIGURE_KEYS)):
+        if isinstance(cfg.get(key), dict):
+            check_keys(key, cfg[key], allowed, f'a key of a pipeline\'s {key}')
+    tsne = (cfg.get('figures') or {}).get('tsne')
+    if isinstance(tsne, dict):
+        check_keys('figures.tsne', tsne, _TSNE_KEYS, 'a t-SNE figure setting')
     for key in ('ssl', 'attacks'):
         if not cfg.get(key):
             raise ConfigValueError(f'pipeline config: `{key}` is empty or missing')
@@ -583,8 +601,11 @@ class PipelineRunner:
         os.makedirs(step.work_dir, exist_ok=True)
         t0 = self.clock()
         encoder = self._input_encoder(step)
-        resume = step.provides_checkpoint and last_checkpoint(step.work_dir) is not None
-        cmd = step.command(self.python, self.tools_dir, encoder, resume=resume)
+        # an interrupted or failed training step continues from its last checkpoint; one that
+        # finished earlier runs again because its input changed: it starts anew
+        trained = step.provides_checkpoint and latest_checkpoint(step.work_dir) is not None
+        finished = (read_marker(step) or {}).get('status') == 'done'
+        cmd = step.command(self.python, self.tools_dir, encoder, resume=trained and not finished)
         with open(step.log_file, 'a') as log:
             log.write(f'[pipeline] {time.strftime("%Y-%m-%d %H:%M:%S")} {step.name}\n'
                       f'[pipeline] command: {shlex.join(cmd)}\n')
@@ -594,8 +615,16 @@ class PipelineRunner:
             if step.upstream and encoder is None:
                 return self._fail(step, log, t0, cmd, None,
                                   f'no checkpoint from upstream step {step.upstream}')
-            if osp.isfile(step.metrics_file):  # a stale result must not count as this run's
-                os.replace(step.metrics_file, step.metrics_file + '.stale')
+            if trained and finished:
+                msg = (f'the earlier run\'s checkpoints moved to '
+                       f'{set_aside_training(step.work_dir)}; training anew')
+                log.write(f'[pipeline] {msg}\n')
+                self._print(f'    {tag}: {msg}')
+            self._write_marker(step, dict(name=step.name, status='running', command=cmd,
+                                          log=step.log_file))
+            # an earlier result must not count as this run's: kept in its run folder or moved
+            if set_aside(step.work_dir, METRICS) is None and osp.isfile(step.metrics_file):
+                os.remove(step.metrics_file)
             env = {**os.environ, 'PYTHONUNBUFFERED': '1', **self.env}
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, env=env, bufsize=1)

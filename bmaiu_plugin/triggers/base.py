@@ -42,6 +42,10 @@ class BaseTrigger(nn.Module):
             out = out.to(imgs.dtype)
         return out[0] if squeeze else out
 
+    def check_image_size(self, h: int, w: int) -> None:
+        """Raise :class:`~bmaiu_plugin.utils.errors.ConfigValueError` if the trigger cannot be
+        stamped on ``h x w`` images (a patch larger than the image, ...); any size by default."""
+
     @torch.no_grad()
     def apply_numpy(self, img: np.ndarray, generator: Optional[torch.Generator] = None) -> np.ndarray:
         """Stamp one ``(H, W, C)`` uint8 image (the data-pipeline form)."""

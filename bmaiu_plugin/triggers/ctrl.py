@@ -6,6 +6,7 @@ import torch
 
 from ..registry import TRIGGERS
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number
 from .base import BaseTrigger
 
 # BT.601 analog YUV as in kornia.color.rgb_to_yuv (what CTRL's code uses)
@@ -54,12 +55,10 @@ class CTRLTrigger(BaseTrigger):
                  window: int = 32,
                  channels: Sequence[int] = (1, 2)):
         super().__init__()
-        self.magnitude = float(magnitude)
-        self.window = int(window)
+        self.magnitude = check_number('CTRL magnitude', magnitude)
+        self.window = check_number('CTRL window', window, 1, integer=True)
         self.positions = [tuple(int(v) for v in p) for p in positions]
         self.channels = [int(c) for c in channels]
-        if self.window <= 0:
-            raise ConfigValueError(f'CTRL window must be positive, got {window}')
         for p in self.positions:
             if len(p) != 2 or not all(0 <= v < self.window for v in p):
                 raise ConfigValueError(
@@ -77,6 +76,10 @@ class CTRLTrigger(BaseTrigger):
 
     def extra_repr(self) -> str:
         return f'magnitude={self.magnitude}, positions={self.positions}, window={self.window}'
+
+    def check_image_size(self, h: int, w: int) -> None:
+        """Raise :class:`ConfigValueError` unless the DCT window tiles ``h x w`` images."""
+        self.frequency_delta(h, w)
 
     def frequency_delta(self, h: int, w: int) -> torch.Tensor:
         """The ``(3, H, W)`` YUV-DCT-domain shift (every block gets the same one)."""

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from ..registry import TRIGGERS
 from ..utils.errors import ConfigValueError
+from ..utils.validate import check_number, clip, open_image
 from .base import BaseTrigger
 
 Position = Union[str, Sequence[int], Sequence[float]]
@@ -36,8 +37,7 @@ def _load_pattern(pattern, size: Optional[int], channels: int, seed: int) -> tor
             raise ConfigValueError(
                 f"trigger pattern must be 'random', 'white', 'black', an array or an image "
                 f'file; file not found: {pattern}')
-        from PIL import Image
-        img = np.asarray(Image.open(pattern).convert('RGB'), dtype=np.float32)
+        img = np.asarray(open_image(pattern, 'trigger pattern'), dtype=np.float32)
         return _resize(torch.from_numpy(img).permute(2, 0, 1).contiguous(), size)
     raise ConfigValueError(f'unsupported trigger pattern: {pattern!r}')
 
@@ -91,12 +91,13 @@ class PatchTrigger(BaseTrigger):
                  seed: int = 0,
                  img_size: Optional[Union[int, Tuple[int, int]]] = None):
         super().__init__()
-        if size is not None and int(size) <= 0:
-            raise ConfigValueError(f'trigger size must be positive, got {size}')
-        if not 0. < float(alpha) <= 1.:
-            raise ConfigValueError(f'trigger alpha must be in (0, 1], got {alpha}')
-        lo, hi = (float(a) for a in area)
-        if not 0. <= lo < hi <= 1.:
+        check_number('trigger size', size, 1, integer=True, optional=True)
+        check_number('trigger alpha', alpha, 0, 1, inclusive=(False, True))
+        check_number('trigger channels', channels, 1, integer=True)
+        if not isinstance(area, (list, tuple)) or len(area) != 2:
+            raise ConfigValueError(f'trigger area must be (lo, hi), got {clip(area)}')
+        lo, hi = (check_number('trigger area', a, 0, 1) for a in area)
+        if not lo < hi:
             raise ConfigValueError(f'trigger area must satisfy 0 <= lo < hi <= 1, got {area}')
         if not (position == 'random' or (isinstance(position, (list, tuple)) and len(position) == 2)):
             raise ConfigValueError(f"trigger position must be 'random' or (y, x), got {position!r}")
@@ -108,6 +109,13 @@ class PatchTrigger(BaseTrigger):
         if img_size is not None:
             h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
             self.sample_positions(1, int(h), int(w), device='cpu')  # size and fixed position
+
+    def check_image_size(self, h: int, w: int) -> None:
+        """Raise :class:`ConfigValueError` unless the patch (and a fixed position) fits; draws
+        no random numbers."""
+        self.check_fits(h, w)
+        if self.position != 'random':
+            self._fixed_corner(h, w)
 
     def extra_repr(self) -> str:
         return f'size={self.size}, position={self.position}, area={self.area}, alpha={self.alpha}'
@@ -134,6 +142,9 @@ class PatchTrigger(BaseTrigger):
             u = torch.rand(n, 2, generator=generator, device=device)
             span = torch.tensor([yhi - ylo + 1, xhi - xlo + 1], device=device)
             return (u * span).long().clamp_max_(span - 1) + torch.tensor([ylo, xlo], device=device)
+        return torch.tensor([self._fixed_corner(h, w)], device=device).expand(n, 2)
+
+    def _fixed_corner(self, h: int, w: int) -> Tuple[int, int]:
         y, x = self.position
         if isinstance(y, float) or isinstance(x, float):
             y, x = int(float(y) * (h - self.size)), int(float(x) * (w - self.size))
@@ -141,7 +152,7 @@ class PatchTrigger(BaseTrigger):
         if not (0 <= y <= h - self.size and 0 <= x <= w - self.size):
             raise ConfigValueError(
                 f'a {self.size}x{self.size} trigger at {self.position} leaves the {h}x{w} image')
-        return torch.tensor([[y, x]], device=device).expand(n, 2)
+        return y, x
 
     def stamp_at(self, imgs: torch.Tensor, positions: torch.Tensor,
                  patterns: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -196,8 +207,10 @@ class RandomPatchFamily(PatchTrigger):
     def __init__(self, sizes: Tuple[int, int] = (3, 10), area: Tuple[float, float] = (0., 1.),
                  channels: int = 3, img_size: Optional[Union[int, Tuple[int, int]]] = None,
                  seed: int = 0):
-        lo, hi = (int(v) for v in sizes)
-        if not 0 < lo <= hi:
+        if not isinstance(sizes, (list, tuple)) or len(sizes) != 2:
+            raise ConfigValueError(f'trigger sizes must be (min, max), got {clip(sizes)}')
+        lo, hi = (check_number('trigger sizes', v, 1, integer=True) for v in sizes)
+        if not lo <= hi:
             raise ConfigValueError(f'trigger sizes must satisfy 0 < min <= max, got {sizes}')
         super().__init__(size=hi, pattern='black', position='random', area=area,
                          channels=channels, img_size=img_size)

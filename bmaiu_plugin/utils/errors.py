@@ -22,5 +22,17 @@ class CheckpointError(BMAIUError, RuntimeError):
     """A checkpoint is missing, malformed, unsafe, or does not match the model."""
 
 
-class UnsafeCheckpointError(CheckpointError):
+class UnsafeFileError(BMAIUError):
+    """A file names code to run when unpickled (a global outside the allow-list); refused."""
+
+
+class UnsafeCheckpointError(CheckpointError, UnsafeFileError):
     """A checkpoint would run code when unpickled; it is refused."""
+
+
+class DatasetFileError(BMAIUError, ValueError):
+    """A dataset file exists but is truncated, corrupt or not what the dataset holds."""
+
+
+class WorkDirError(BMAIUError):
+    """The work dir cannot hold the run (a file, not writable, or an earlier run's checkpoints)."""

@@ -27,7 +27,7 @@
 title = 'The paper on CIFAR-10 (Tables 1-3 and 5-8, Figures 3-6), full scale'
 work_dir = 'work_dirs/paper_cifar10'
 
-htba = '{{$BMAIU_TRIGGER_ROOT:data/triggers}}/htba'
+_htba = '{{$BMAIU_TRIGGER_ROOT:data/triggers}}/htba'
 
 ssl = dict(
     simclr=dict(name='SimCLR',
@@ -71,43 +71,43 @@ attacks = dict(
         config='configs/attacks/badencoder-multitarget_resnet18_simclr_1xb64-20e_cifar10.py'),
 )
 
-bmaiu_config = 'configs/bmaiu/bmaiu_resnet18_simclr_1xb256-5e-20e_cifar10.py'
+_bmaiu_config = 'configs/bmaiu/bmaiu_resnet18_simclr_1xb256-5e-20e_cifar10.py'
 defenses = dict(
     clp=dict(name='CLP', tool='test', config='configs/defenses/clp_resnet18_simclr_u3_cifar10.py'),
     ibau=dict(name='I-BAU', tool='train',
               config='configs/defenses/ibau_resnet18_simclr_1xb256-5e_cifar10.py'),
     sslcleanse=dict(name='SSL-Cleanse', tool='train',
                     config='configs/defenses/sslcleanse_resnet18_simclr_1xb256-20e_cifar10.py'),
-    bmaiu=dict(name='BMAIU', tool='train', config=bmaiu_config),
+    bmaiu=dict(name='BMAIU', tool='train', config=_bmaiu_config),
     # the searched-trigger recipe of docs/bmaiu.md (stage 2 only, trigger re-searched per epoch)
     bmaiu_search=dict(name='BMAIU-search', tool='train',
                       config='configs/bmaiu/bmaiu-search_resnet18_simclr_1xb64-10e_cifar10.py'),
     decree=dict(name='DECREE', tool='test',
                 config='configs/defenses/decree_resnet18_simclr_cifar10.py'),
     # Table 6: defense data ratio (10 % is `bmaiu`)
-    bmaiu_ratio1=dict(name='1%', config=bmaiu_config,
+    bmaiu_ratio1=dict(name='1%', config=_bmaiu_config,
                       cfg_options={'train_dataloader.dataset.ratio': 0.01}),
-    bmaiu_ratio5=dict(name='5%', config=bmaiu_config,
+    bmaiu_ratio5=dict(name='5%', config=_bmaiu_config,
                       cfg_options={'train_dataloader.dataset.ratio': 0.05}),
     # Table 8: one loss term removed (L0 needs a consistency weight `model.u0` on BMAIU)
-    bmaiu_no_l0=dict(name='without L0', config=bmaiu_config, cfg_options={'model.u0': 0.}),
-    bmaiu_no_l1=dict(name='without L1', config=bmaiu_config, cfg_options={'model.u2': 0.}),
-    bmaiu_no_l2=dict(name='without L2', config=bmaiu_config, cfg_options={'model.u3': 0.}),
+    bmaiu_no_l0=dict(name='without L0', config=_bmaiu_config, cfg_options={'model.u0': 0.}),
+    bmaiu_no_l1=dict(name='without L1', config=_bmaiu_config, cfg_options={'model.u2': 0.}),
+    bmaiu_no_l2=dict(name='without L2', config=_bmaiu_config, cfg_options={'model.u3': 0.}),
     # Figures 4-6: weight sweeps (u1 = 1, u2 = 10, u3 = 1 is `bmaiu`)
-    **{f'bmaiu_u1_{v}': dict(config=bmaiu_config, cfg_options={'model.u1': v})
+    **{f'bmaiu_u1_{v}': dict(config=_bmaiu_config, cfg_options={'model.u1': v})
        for v in (0.1, 0.5, 2.0, 5.0, 10.0)},
     # (u2 = 0 and u3 = 0 are Table 8's `bmaiu_no_l1` and `bmaiu_no_l2`)
-    **{f'bmaiu_u2_{v}': dict(config=bmaiu_config, cfg_options={'model.u2': v})
+    **{f'bmaiu_u2_{v}': dict(config=_bmaiu_config, cfg_options={'model.u2': v})
        for v in (1.0, 5.0, 20.0, 50.0)},
-    **{f'bmaiu_u3_{v}': dict(config=bmaiu_config, cfg_options={'model.u3': v})
+    **{f'bmaiu_u3_{v}': dict(config=_bmaiu_config, cfg_options={'model.u3': v})
        for v in (0.5, 2.0, 5.0, 10.0)},
     # Table 1: unlearn a synthesized trigger aimed at class i (BMAIU implanting toward class i)
-    **{f'st{i}': dict(name=f'ST{i}', config=bmaiu_config, cfg_options={
+    **{f'st{i}': dict(name=f'ST{i}', config=_bmaiu_config, cfg_options={
         'model.reference.mode': 'class', 'model.reference.class_index': i,
         'model.custom_trigger.seed': i}) for i in range(10)},
     # Table 2: unlearn the genuine trigger AT_i (no implantation: stage 2 for 20 epochs)
-    **{f'at{i}': dict(name=f'AT{i}', config=bmaiu_config, cfg_options={
-        'model.custom_trigger.pattern': f'{htba}/trigger_{10 + i}.png',
+    **{f'at{i}': dict(name=f'AT{i}', config=_bmaiu_config, cfg_options={
+        'model.custom_trigger.pattern': f'{_htba}/trigger_{10 + i}.png',
         'model.custom_trigger.size': 8, 'model.custom_trigger.position': [23, 23],
         'model.reference.mode': 'class', 'model.reference.class_index': i,
         'custom_hooks.1.implant_epochs': 0, 'train_cfg.max_epochs': 20,
@@ -116,16 +116,16 @@ defenses = dict(
 
 evaluation = dict(clean=True)
 
-four_attacks = ['sslbackdoor', 'ctrl', 'badencoder', 'estas']
+_four_attacks = ['sslbackdoor', 'ctrl', 'badencoder', 'estas']
 studies = dict(
     table3=dict(title='Table 3: four attacks x four defenses, SimCLR and BYOL (CIFAR-10)',
-                table='grid', ssl=['simclr', 'byol'], attacks=four_attacks,
+                table='grid', ssl=['simclr', 'byol'], attacks=_four_attacks,
                 defenses=['clp', 'ibau', 'sslcleanse', 'bmaiu']),
     search=dict(title='BMAIU, paper trigger vs. searched trigger (SimCLR)', table='grid',
-                ssl=['simclr'], attacks=four_attacks + ['multitarget'],
+                ssl=['simclr'], attacks=_four_attacks + ['multitarget'],
                 defenses=['bmaiu', 'bmaiu_search']),
     pl1=dict(title="DECREE's PL1 of the attacked encoders (SimCLR)", table='rows',
-             ssl=['simclr'], attacks=four_attacks, defenses=['decree'], row_label='attack',
+             ssl=['simclr'], attacks=_four_attacks, defenses=['decree'], row_label='attack',
              extra=['PL1']),
     table5=dict(title='Table 5: multi-target BadEncoder, ASR / PA per target', table='per_target',
                 ssl=['simclr'], attacks=['multitarget'],

@@ -22,7 +22,7 @@ title = 'Quickstart: SimCLR, CIFAR ResNet-18 (width 16), CIFAR-10, CPU scale'
 work_dir = 'work_dirs/quickstart_pipeline'
 
 # pretraining budget: 3 epochs (1 warm-up + 2 cosine) instead of the w16 config's 8
-ssl_budget = {
+_ssl_budget = {
     'train_cfg.max_epochs': 3,
     'train_cfg.val_interval': 3,
     'param_scheduler.1.T_max': 2,
@@ -36,8 +36,8 @@ options = dict(
         'val_dataloader.dataset.indices': 2000,
         'test_dataloader.dataset.indices': 2000,
     },
-    pretrain=ssl_budget,
-    poison=ssl_budget,
+    pretrain=_ssl_budget,
+    poison=_ssl_budget,
     attack={'train_cfg.max_epochs': 5, 'train_cfg.val_interval': 5,
             'train_dataloader.batch_size': 64},
 )

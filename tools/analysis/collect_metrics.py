@@ -17,14 +17,30 @@ from bmaiu_plugin.pipeline.report import COMPACT_HEAD, compact_row, fmt, rows
 
 
 def _load(spec: str):
-    """``NAME=WORK_DIR`` -> ``(name, metrics)``; ``None`` after an error line if missing."""
-    name, _, wd = spec.partition('=')
+    """``NAME=WORK_DIR`` -> ``(name, metrics)``.
+
+    Raises:
+        ConfigValueError: The argument is not ``NAME=WORK_DIR``, or the work dir has no
+            readable ``metrics.json`` (a JSON object).
+    """
+    from bmaiu_plugin.utils.errors import ConfigValueError
+    from bmaiu_plugin.utils.validate import clip
+    name, sep, wd = spec.partition('=')
+    if not sep or not name or not wd:
+        raise ConfigValueError(f'run {clip(spec)}: write NAME=WORK_DIR')
     path = osp.join(wd, 'metrics.json')
     if not osp.isfile(path):
-        print(f'error: {path} not found', file=sys.stderr)
-        return None
-    with open(path) as f:
-        return name, json.load(f)
+        raise ConfigValueError(f'{path} not found (run {name}: is {wd} a finished run\'s work '
+                               'dir?)')
+    try:
+        with open(path) as f:
+            metrics = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigValueError(f'{path} is not readable JSON ({type(e).__name__}); '
+                               'rerun the evaluation that writes it') from None
+    if not isinstance(metrics, dict):
+        raise ConfigValueError(f'{path} holds no metrics object; rerun the evaluation')
+    return name, metrics
 
 
 def _emit(lines, out) -> int:
@@ -44,8 +60,6 @@ def main(argv=None):
                    help='one row per BMAIU run (suspect / implanted / defended) for this attack')
     args = p.parse_args(argv)
     loaded = [_load(spec) for spec in args.runs]
-    if any(x is None for x in loaded):
-        return 2
     if args.compact:
         lines = ['| ' + ' | '.join(COMPACT_HEAD) + ' |', '|' + '---|' * len(COMPACT_HEAD)]
         for name, m in loaded:
@@ -70,4 +84,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from bmaiu_plugin.apis import run_cli
+    sys.exit(run_cli(main))

@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     import bmaiu_plugin  # noqa: F401  (registers components)
     from mmengine.config import Config
     from mmpretrain.registry import MODELS
-    from stage_geometry import (CLASSES, add_report_args, check_out, encode, load_data,
+    from stage_geometry import (CLASSES, add_report_args, check_report_args, encode, load_data,
                                 parse_encoders, probe_setup)
 
     from bmaiu_plugin.evaluation.probe import train_linear_probe
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     p.add_argument('attacked', help="the attack's output checkpoint")
     add_report_args(p)
     args = p.parse_args(argv)
-    check_out(args.out)
+    check_report_args(args)
     parse_encoders([f'clean={args.clean}', f'attacked={args.attacked}'])
     torch.manual_seed(0)
     cfg = Config.fromfile(args.config)

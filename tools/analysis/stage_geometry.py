@@ -126,10 +126,11 @@ def load_data(n_train: int, n_test: int) -> dict:
 def parse_encoders(items: List[str], min_count: int = 2) -> List[Tuple[str, str]]:
     """``NAME=PATH`` arguments as pairs, each file checked to exist."""
     from bmaiu_plugin.utils.errors import CheckpointError, ConfigValueError
+    from bmaiu_plugin.utils.validate import clip
     pairs = []
     for it in items:
         if '=' not in it:
-            raise ConfigValueError(f'encoder {it!r}: write NAME=PATH')
+            raise ConfigValueError(f'encoder {clip(it)}: write NAME=PATH')
         name, path = it.split('=', 1)
         if not osp.isfile(path):
             raise CheckpointError(f'encoder {name}: {path} not found')
@@ -152,6 +153,14 @@ def check_out(path) -> None:
     from bmaiu_plugin.utils.errors import ConfigValueError
     if path and osp.exists(path):
         raise ConfigValueError(f'{path} exists; not overwriting it')
+
+
+def check_report_args(args) -> None:
+    """The report options of :func:`add_report_args`: image counts >= 1, ``--out`` new."""
+    from bmaiu_plugin.utils.validate import check_number
+    check_number('--n-train', args.n_train, 1, integer=True)
+    check_number('--n-test', args.n_test, 1, integer=True)
+    check_out(args.out)
 
 
 def probe_setup(cfg) -> Tuple[torch.nn.Module, dict]:
@@ -179,7 +188,7 @@ def main(argv=None) -> None:
     p.add_argument('--attack', default='badencoder', help='evaluator preset of the attack')
     add_report_args(p)
     args = p.parse_args(argv)
-    check_out(args.out)
+    check_report_args(args)
     torch.manual_seed(0)
     pairs = parse_encoders(args.encoders)
     cfg = Config.fromfile(args.config)

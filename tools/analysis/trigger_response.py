@@ -59,6 +59,8 @@ def main(argv=None) -> None:
     p.add_argument('encoders', nargs='+', help='NAME=PATH')
     p.add_argument('--n', type=int, default=1000, help='test images')
     args = p.parse_args(argv)
+    from bmaiu_plugin.utils.validate import check_number
+    check_number('--n', args.n, 1, integer=True)
     cfg = Config.fromfile(args.config)
     norm, _ = probe_setup(cfg)
     x = load_data(1, args.n)['test_x']
