@@ -50,6 +50,9 @@ def files(tmp_path_factory):
         f.truncate(100)
     torch.manual_seed(0)
     torch.save(MODELS.build(W16).state_dict(), str(root / 'encoder.pth'))
+    diverged = MODELS.build(W16).state_dict()
+    diverged['layer2.0.conv1.weight'][0, 0, 0, 0] = float('nan')
+    torch.save(diverged, str(root / 'nan_encoder.pth'))
     (root / 'not_an_image.png').write_text('these are words, not pixels\n')
     (root / 'a_file').write_text('not a folder\n')
     (root / 'bad.json').mkdir()
@@ -258,6 +261,12 @@ CASES = {
     'encoder_checkpoint_missing': (
         run_train(BMAIU, 'encoder_checkpoint={root}/nope.pth'),
         'encoder_checkpoint not found'),
+    'encoder_weights_not_finite': (
+        run_train(BMAIU, 'encoder_checkpoint={root}/nan_encoder.pth'),
+        'holds weights that are not finite'),
+    'probed_encoder_not_finite': (
+        run_test(PROBE, extra=('--checkpoint', '{root}/nan_encoder.pth')),
+        'holds weights that are not finite'),
     'resume_missing': (run_train(SIMCLR, extra=('--resume', '{root}/nope.pth')), 'not found'),
     'checkpoint_missing': (
         run_test(PROBE, extra=('--checkpoint', '{root}/nope.pth')),
