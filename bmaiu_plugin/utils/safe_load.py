@@ -271,8 +271,9 @@ def _replay(data: bytes, tensors: bool, encoding: str, count: int = 1):
         try:
             out.append(RestrictedUnpickler(stream, tensors=tensors, encoding=encoding).load())
         except _Refused:
-            if stream.tell() >= len(data):  # cut mid-instruction: a truncated file, not a payload
-                raise EOFError('the pickle ends mid-instruction') from None
+            if count == 1 and not data.endswith(pickle.STOP):
+                # a cut file (e.g. inside a global's name), not a complete payload
+                raise EOFError('the pickle has no end') from None
             raise
     return out
 
