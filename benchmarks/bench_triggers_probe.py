@@ -7,7 +7,7 @@ Measures, each as the median of ``--repeats`` timed runs after ``--warmup`` unti
     vectorized call) against a per-sample Python loop doing the same slicing paste;
 (b) ``CTRLTrigger`` on the whole batch against one call per image;
 (c) feature-extraction throughput of mmpretrain's ``ResNet_CIFAR(depth=18)`` at
-    ``base_channels`` 64 and 16 through :func:`bmaiu_plugin.evaluation.probe.pool_features`,
+    ``base_channels`` 64 and 16 through :func:`bmaiu_plugin.models.features.pool_features`,
     under ``torch.no_grad()``;
 (d) :func:`bmaiu_plugin.evaluation.probe.train_linear_probe` for the paper's 10 epochs
     (batch 64) on ``--probe-n`` x 512 random features (the paper's set is 50000 x 512).
@@ -99,7 +99,7 @@ def bench_ctrl(args, rows):
 def bench_features(args, rows):
     from mmpretrain.models.backbones import ResNet_CIFAR
 
-    from bmaiu_plugin.evaluation.probe import pool_features
+    from bmaiu_plugin.models.features import pool_features
     dev = args.device
     imgs = torch.randn(args.feat_batch, 3, 32, 32, device=dev)
     base = None

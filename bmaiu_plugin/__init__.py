@@ -14,6 +14,6 @@ from .compat import apply_patches  # noqa: E402
 
 apply_patches()
 
-from . import datasets, defenses, engine, evaluation, models, triggers  # noqa: E402,F401
+from . import attacks, datasets, defenses, engine, evaluation, models, triggers  # noqa: E402,F401
 
 __all__ = ['__version__', 'apply_patches']

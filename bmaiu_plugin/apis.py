@@ -25,6 +25,7 @@ def _replace_norm(node, old: str, new: str) -> None:
 def finalize_config(cfg: Config) -> Config:
     """Apply the plugin's run-time conventions to a loaded config.
 
+    * ``custom_imports`` given with ``--cfg-options`` are imported (a project's components).
     * ``gloo`` instead of ``nccl``, DDP without ``device_ids`` and ``BN`` for ``SyncBN`` when
       there is no GPU (CPU runs with ``--launcher pytorch``).
     * ``evaluate_attack`` (a preset name or list, see :mod:`bmaiu_plugin.evaluation.presets`)
@@ -37,6 +38,11 @@ def finalize_config(cfg: Config) -> Config:
       value is one :class:`~bmaiu_plugin.utils.errors.ConfigValueError` before any work starts.
     """
     import bmaiu_plugin  # noqa: F401  (registers components, applies the stack fixes)
+    if cfg.get('custom_imports'):
+        # a config file's own custom_imports ran when it loaded; these may come from
+        # --cfg-options (e.g. a project's model, projects/*), which mmengine does not import
+        from mmengine.utils import import_modules_from_strings
+        import_modules_from_strings(**cfg.custom_imports)
     if not torch.cuda.is_available():
         if cfg.get('env_cfg', None) is not None:
             cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'

@@ -60,6 +60,28 @@ def fake_cifar_arrays(n: int, seed: int):
     return data, labels
 
 
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, then eval mode, so that a wrong
+    key, order or normalization changes a model's outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    model.eval()
+    return model
+
+
+def build_model(cfg: dict) -> torch.nn.Module:
+    """A model from mmpretrain's registry (the plugin's modules registered)."""
+    import bmaiu_plugin  # noqa: F401
+    from mmpretrain.registry import MODELS
+    return MODELS.build(dict(cfg))
+
+
 def write_fake_cifar(root: str, per_train_batch: int = FAKE_PER_TRAIN_BATCH,
                      n_test: int = FAKE_TEST) -> dict:
     """Write a CIFAR-10-format folder under ``root``; return the arrays written per file."""
@@ -112,3 +134,76 @@ def stock_mmengine_ckpt(tmp_path_factory):
     subprocess.run([sys.executable, '-c', STOCK_MMENGINE_WRITER, path], check=True, timeout=120,
                    capture_output=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
     return path
+
+
+def tool_main(name: str):
+    """``main`` of ``tools/<name>.py``, run in this process (no second interpreter start-up)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f'_tool_{name}',
+                                                  osp.join(REPO_ROOT, 'tools', f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def error_lines(capsys):
+    """The ``error:`` lines a tool wrote to stderr so far."""
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith('error:')]
+
+
+def _one_thread(fn, *args, **kwargs):
+    """``fn`` on one torch thread (session fixtures run before the autouse fixture): the float
+    results, and so the measured numbers, do not depend on the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def asr_data(cifar_root):
+    """Real CIFAR-10 images of the attack configs' classes: pretraining, probe and test sets
+    (``attack_setup.py``)."""
+    from types import SimpleNamespace
+
+    from attack_setup import NUM_PRETRAIN, NUM_PROBE, NUM_TEST, cifar_subset
+    train_x, train_y = cifar_subset(cifar_root, 'train', NUM_PRETRAIN)
+    test_x, test_y = cifar_subset(cifar_root, 'test', NUM_TEST)
+    return SimpleNamespace(root=cifar_root, pretrain_x=train_x, probe_x=train_x[:NUM_PROBE],
+                           probe_y=train_y[:NUM_PROBE], test_x=test_x, test_y=test_y)
+
+
+@pytest.fixture(scope='session')
+def clean_encoder(asr_data, tmp_path_factory):
+    """The briefly SimCLR-pretrained clean encoder: the module and its state-dict file."""
+    from types import SimpleNamespace
+
+    from attack_setup import PRETRAIN, simclr_pretrain
+    encoder = _one_thread(simclr_pretrain, asr_data.pretrain_x, **PRETRAIN)
+    path = str(tmp_path_factory.mktemp('clean_encoder') / 'encoder.pth')
+    torch.save(encoder.state_dict(), path)
+    return SimpleNamespace(encoder=encoder, path=path)
+
+
+@pytest.fixture(scope='session')
+def badencoder_suspect(asr_data, clean_encoder, tmp_path_factory):
+    """The clean encoder after the BadEncoder config's attack (``attack_setup.ATTACK`` budget):
+    the attack model and the backdoored backbone's state-dict file."""
+    from types import SimpleNamespace
+
+    from attack_setup import ATTACK, BADENCODER_CONFIG, run_finetune_attack
+    model = _one_thread(run_finetune_attack, BADENCODER_CONFIG, clean_encoder.path,
+                        asr_data.root, **ATTACK)
+    path = str(tmp_path_factory.mktemp('badencoder') / 'suspect.pth')
+    torch.save(model.backbone.state_dict(), path)
+    return SimpleNamespace(model=model, path=path)
+
+
+@pytest.fixture
+def data_root(fake_cifar, monkeypatch):
+    """The fake CIFAR-10 folder, as ``$BMAIU_DATA_ROOT`` for the tools a test runs."""
+    root, _ = fake_cifar
+    monkeypatch.setenv('BMAIU_DATA_ROOT', root)
+    return root

@@ -4,12 +4,16 @@ Export an encoder + linear probe + triggered CIFAR-10 test set as
 ``OUT_ROOT/record/NAME/attack_result.pt``::
 
     mim run bmaiu_plugin backdoorbench export ENCODER.pth --out-root bb --name badencoder \
-        --attack badencoder [--config configs/eval/probe_resnet18_cifar10.py] [--probe FC.pth]
+        --attack badencoder [--config configs/eval/probe_preactresnet18_cifar10.py] [--probe FC.pth]
 
 Import a record (loaded as tensors only), report BA / ASR / PA, optionally save its encoder for
 this plugin's tools::
 
     mim run bmaiu_plugin backdoorbench import bb/record/badencoder [--out encoder.pth]
+
+Check that BackdoorBench's own loading procedure builds and scores a record::
+
+    mim run bmaiu_plugin backdoorbench verify bb/record/badencoder
 
 (or ``python tools/backdoorbench.py ...``).  Bad input ends in one ``error:`` line, exit status 2.
 See ``docs/backdoorbench.md``.
@@ -22,7 +26,7 @@ import sys
 from mmengine.config import Config, DictAction
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEFAULT_CONFIG = osp.join('configs', 'eval', 'probe_resnet18_cifar10.py')
+DEFAULT_CONFIG = osp.join('configs', 'eval', 'probe_preactresnet18_cifar10.py')
 
 
 def parse_args(argv=None):
@@ -65,6 +69,14 @@ def parse_args(argv=None):
     ex.add_argument('--batch-size', type=int, default=256)
     ex.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
     ex.add_argument('--force', action='store_true', help='replace an existing record')
+
+    ve = sub.add_parser('verify', help='load a record the way BackdoorBench does (its model '
+                        'factory, positional keys, strict load, its transform) and score it')
+    ve.add_argument('record', help='attack_result.pt or its record/NAME folder')
+    ve.add_argument('--root', help='folder holding record/ (default: inferred from the path)')
+    ve.add_argument('--data-root', help='folder holding cifar-10-batches-py/, for BA (default: '
+                    'the record\'s data_path under the root)')
+    ve.add_argument('--batch-size', type=int, default=256)
 
     im = sub.add_parser('import', help='attack record -> classifier, BA / ASR / PA')
     im.add_argument('record', help='attack_result.pt or its record/NAME folder')
@@ -189,10 +201,43 @@ def _import(args):
     return imported
 
 
+def _verify(args):
+    from bmaiu_plugin.interop.backdoorbench import (RECORD_FILE, _default_root,
+                                                    _find_clean_cifar10, load_cifar10,
+                                                    load_record)
+    from bmaiu_plugin.interop.bb_procedure import bb_evaluate
+    path = osp.join(args.record, RECORD_FILE) if osp.isdir(args.record) else args.record
+    record = load_record(path)
+    root = args.root or _default_root(path)
+    clean, note = None, None
+    if record['clean_data'] == 'cifar10':
+        found = _find_clean_cifar10(record, root, args.data_root)
+        if found is None:
+            note = 'clean CIFAR-10 not found: no BA (pass --data-root)'
+        else:
+            imgs, labels = load_cifar10(found, 'test')
+            n = (record.get('bmaiu') or {}).get('num_test')
+            clean = (imgs[:n], labels[:n]) if isinstance(n, int) and n > 0 else (imgs, labels)
+    res = bb_evaluate(path, root=root, clean_test=clean, batch_size=args.batch_size)
+    exported = (record.get('bmaiu') or {}).get('metrics') or {}
+    print(f'{record["model_name"]}: built, {len(record["model"])} entries renamed by position, '
+          'strict load ok', flush=True)
+    line = '  '.join(f'{k} {res[k]:.2f}' for k in ('BA', 'ASR', 'PA') if k in res)
+    print(f'BackdoorBench procedure: {line} on {res["num_bd_test"]} triggered images',
+          flush=True)
+    if exported:
+        print('at export:              ' + '  '.join(
+            f'{k} {exported[k]:.2f}' for k in ('BA', 'ASR', 'PA') if k in exported), flush=True)
+    if note:
+        print(f'note: {note}', flush=True)
+    return res
+
+
 def main(argv=None):
     args = parse_args(argv)
     from bmaiu_plugin.apis import run_cli
-    return run_cli(lambda: _export(args) if args.command == 'export' else _import(args))
+    run = dict(export=_export, verify=_verify, **{'import': _import})[args.command]
+    return run_cli(lambda: run(args))
 
 
 if __name__ == '__main__':

@@ -15,7 +15,9 @@ three paths doing the same math:
   ``DataLoader`` (``--workers`` processes) and ``SelfSupDataPreprocessor`` (the other tasks have
   no CPU transforms).
 * ``bare``: plain PyTorch: the dataset as one uint8 tensor on the device, random batches by
-  index, the same augmentation / trigger ops and the same modules, hand-written losses,
+  index, the same augmentation / trigger ops, modules and loss functions
+  (:func:`~bmaiu_plugin.defenses.bmaiu.unlearning_losses`, BMAIU's implantation loss,
+  :func:`~bmaiu_plugin.attacks.badencoder.badencoder_loss`; SimCLR's NT-Xent written out),
   ``torch.optim.SGD``; no DataLoader, no mmengine.
 
 ``img/cpu-s`` divides by the CPU time of the benchmark process (all its threads, not the
@@ -55,7 +57,7 @@ GPU_PEAKS = (('H200', (989., 495.)), ('H100 PCIe', (756., 378.)), ('H100 NVL', (
 #: Configs the steps are built from (relative to configs/).
 CFG_SIMCLR_DEV = 'selfsup/simclr_resnet18_1xb512-coslr-200e-devaug_cifar10.py'
 CFG_SIMCLR_CPU = 'selfsup/simclr_resnet18_1xb512-coslr-500e_cifar10.py'
-CFG_BMAIU = 'bmaiu/bmaiu_resnet18_simclr_1xb256-5e-20e_cifar10.py'
+CFG_BMAIU = 'bmaiu_simclr_cifar10.py'
 CFG_BADENCODER = 'attacks/badencoder_resnet18_simclr_1xb256-20e_cifar10.py'
 
 
@@ -228,7 +230,7 @@ class Bench:
 
     def arrays(self, dataset):
         """``(N, 3, H, W)`` uint8 images and labels of a dataset, on the device."""
-        from bmaiu_plugin.models.reference import dataset_arrays
+        from bmaiu_plugin.datasets.reference import dataset_arrays
         x, y = dataset_arrays(dataset)
         return x.to(self.device), y.to(self.device)
 
@@ -243,7 +245,7 @@ class Bench:
 
     def prepare(self, model):
         """Model on the device, channels-last if asked (as ``ChannelsLastHook``)."""
-        from bmaiu_plugin.models.perf import to_channels_last
+        from bmaiu_plugin.engine.perf import to_channels_last
         model.to(self.device)
         if self.args.channels_last:
             to_channels_last(model)
@@ -257,7 +259,7 @@ class Bench:
         """``--compile``: compile the named submodules in place (``nn.Module.compile``, as
         ``CompileModulesHook``; state-dict keys unchanged)."""
         if self.args.compile:
-            from bmaiu_plugin.models.perf import compile_modules
+            from bmaiu_plugin.engine.perf import compile_modules
             compile_modules(model, names)
 
     def cl(self, x: torch.Tensor) -> torch.Tensor:
@@ -391,13 +393,14 @@ def _finetune_model(b: Bench, rel: str, data):
     set_width(model_cfg, b.args.width)
     torch.manual_seed(0)
     model = b.prepare(MODELS.build(model_cfg))
-    model.prepare_reference(data)
+    model.prepare(data)  # what PrepareModelHook does before training
     return model, cfg.optim_wrapper.optimizer.to_dict()
 
 
 def bench_bmaiu(b: Bench) -> None:
-    from bmaiu_plugin.evaluation.probe import pool_features
-    from bmaiu_plugin.models.finetune_base import cosine, sample_rows
+    from bmaiu_plugin.defenses.bmaiu import unlearning_losses
+    from bmaiu_plugin.models.features import pool_features
+    from bmaiu_plugin.models.finetune_base import sample_rows
     data = b.dataset([dict(type='PackInputs')], indices=5000)  # the config's 10 % share
     base, opt_cfg = _finetune_model(b, CFG_BMAIU, data)
     x_all, _ = b.arrays(data)
@@ -413,8 +416,8 @@ def bench_bmaiu(b: Bench) -> None:
         gen = torch.Generator(device=b.device).manual_seed(0)
         ref_all = bare.reference.to(b.device)
 
-        def feats(key, x, bare=bare):
-            return pool_features(getattr(bare, key)(b.cl(bare.normalizer(x))))
+        def feats(encoder, x, bare=bare):
+            return pool_features(encoder(b.cl(bare.normalizer(x))))
 
         def bare_step(stage=stage, bare=bare, opt=opt, gen=gen, ref_all=ref_all, feats=feats):
             x = x_all[torch.randint(0, len(x_all), (B, ), device=b.device, generator=gen)]
@@ -422,19 +425,11 @@ def bench_bmaiu(b: Bench) -> None:
             xe = bare.custom_trigger(x, generator=gen)
             with b.autocast():
                 if stage == 1:
-                    f1_x, f1_xe = feats('backbone', torch.cat([x, xe])).chunk(2)
-                    f1_r = feats('backbone', ref)
-                    with torch.no_grad():
-                        f0_x, f0_r = feats('suspect', x), feats('suspect', ref)
-                    loss = (1 - cosine(f1_x, f0_x)).mean() + \
-                        bare.u1 * bare.reference_anchor * (1 - cosine(f1_r, f0_r)).mean() + \
-                        bare.u1 * (1 - cosine(f1_xe, f0_r)).mean()
+                    losses = bare.implant_losses(x, xe, ref)
                 else:
-                    f2_x, f2_xe = feats('backbone', torch.cat([x, xe])).chunk(2)
-                    with torch.no_grad():
-                        f1_x, anchor = feats('teacher', x), feats('teacher', ref)
-                    loss = bare.u2 * (1 - cosine(f2_xe, f1_x)).mean() + \
-                        bare.u3 * cosine(f2_xe, anchor).mean() + (1 - cosine(f2_x, f1_x)).mean()
+                    losses = unlearning_losses(feats, bare.backbone, bare.teacher, x, xe, ref,
+                                               bare.u0, bare.u2, bare.u3)
+                loss = sum(v for k, v in losses.items() if k.startswith('loss'))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -458,8 +453,8 @@ def bench_bmaiu(b: Bench) -> None:
 
 # -------------------------------------------------------------------- (c) BadEncoder
 def bench_badencoder(b: Bench) -> None:
-    from bmaiu_plugin.evaluation.probe import pool_features
-    from bmaiu_plugin.models.finetune_base import cosine
+    from bmaiu_plugin.attacks.badencoder import badencoder_loss
+    from bmaiu_plugin.models.features import pool_features
     data = b.dataset([dict(type='PackInputs')], indices=5000)  # the config's 10 % shadow set
     base, opt_cfg = _finetune_model(b, CFG_BADENCODER, data)
     x_all, _ = b.arrays(data)
@@ -480,18 +475,18 @@ def bench_badencoder(b: Bench) -> None:
             f = feats('backbone', x)
             with torch.no_grad():
                 f_t = feats('teacher', x)
-            l0 = l1 = 0.
+            trig_f, anchors, refs_s, refs_t = [], [], [], []
             for trig, ref in zip(bare.triggers, refs):
-                trig_f = feats('backbone', trig(x, generator=gen))
+                trig_f.append(feats('backbone', trig(x, generator=gen)))
                 flip = torch.rand(len(ref), generator=gen, device=b.device) < 0.5
-                ref_s = feats('backbone', torch.where(flip[:, None, None, None], ref.flip(-1),
-                                                      ref))
+                refs_s.append(feats('backbone', torch.where(flip[:, None, None, None],
+                                                            ref.flip(-1), ref)))
                 with torch.no_grad():
-                    ref_t = feats('teacher', ref)
-                l0 = l0 + (1 - cosine(trig_f, ref_s.mean(0, keepdim=True))).mean()
-                l1 = l1 + (1 - cosine(ref_s, ref_t)).mean()
-            k = len(refs)
-            loss = l0 / k + bare.lambda1 * l1 / k + bare.lambda2 * (1 - cosine(f, f_t)).mean()
+                    refs_t.append(feats('teacher', ref))
+                anchors.append((refs_t[-1] if bare.frozen_target else refs_s[-1]).mean(
+                    0, keepdim=True))
+            loss = sum(badencoder_loss(trig_f, anchors, refs_s, refs_t, f, f_t, bare.lambda1,
+                                       bare.lambda2).values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -515,12 +510,12 @@ def bench_probe(b: Bench) -> None:
     """Features of ``probe_train`` + 2 x ``probe_test`` images and a 10-epoch probe."""
     from mmpretrain.registry import METRICS, MODELS
 
-    from bmaiu_plugin.engine.loops import batch_images, batch_labels_and_idx
+    from bmaiu_plugin.utils.data import batch_images, batch_labels_and_idx
     from bmaiu_plugin.evaluation.metric import CLEAN, PROBE_TRAIN
     from bmaiu_plugin.evaluation.presets import expand_attacks
-    from bmaiu_plugin.evaluation.probe import (PixelNormalizer, backdoor_metrics,
-                                               normalize_features, pool_features,
+    from bmaiu_plugin.evaluation.probe import (backdoor_metrics, normalize_features,
                                                train_linear_probe)
+    from bmaiu_plugin.models.features import PixelNormalizer, pool_features
     from bmaiu_plugin.triggers import build_trigger
     cfg = load_cfg(CFG_SIMCLR_DEV)
     bb_cfg = copy.deepcopy(cfg.model.backbone.to_dict())
@@ -567,17 +562,17 @@ def bench_probe(b: Bench) -> None:
             for data in tr_dl:
                 labels, idx = batch_labels_and_idx(data)
                 f = feats(batch_images(data).to(b.device)).cpu()
-                metric.process(None, [dict(feat=v, label=l, set=PROBE_TRAIN, idx=i)
-                                      for v, l, i in zip(f, labels, idx)])
+                metric.process(None, [dict(feat=v, label=y, set=PROBE_TRAIN, idx=i)
+                                      for v, y, i in zip(f, labels, idx)])
             gen = torch.Generator(device=b.device).manual_seed(0)
             for data in te_dl:
                 imgs = batch_images(data).to(b.device)
                 labels, idx = batch_labels_and_idx(data)
                 for name, x in ((CLEAN, imgs), ('badencoder', trig(imgs, generator=gen))):
                     f = feats(x).cpu()
-                    metric.process(None, [dict(feat=v, label=l, set=name, idx=i,
+                    metric.process(None, [dict(feat=v, label=y, set=name, idx=i,
                                                target=attack['target'])
-                                          for v, l, i in zip(f, labels, idx)])
+                                          for v, y, i in zip(f, labels, idx)])
             with torch.enable_grad():
                 return metric.compute_metrics(metric.results)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh-machine set-up: a virtual environment in .venv with the plugin and its pinned stack,
-# CIFAR-10 and the HTBA triggers in data/ when ../shared/data has them (offline machines).
+# CIFAR-10 and the HTBA triggers in data/ from a local offline copy when the machine has one.
 # Safe to re-run: existing data files are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +23,8 @@ grep -v "^WARNING: Location" .venv/pip-install.log || true
 SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 [ -e "$SITE/bmaiu_plugin" ] || ln -s "$PWD/bmaiu_plugin" "$SITE/bmaiu_plugin"
 SHARED=../shared/data
-if [ -f "$SHARED/cifar10/build_cifar10.py" ] && [ ! -f data/cifar10/cifar-10-batches-py/test_batch ]; then
-    .venv/bin/python "$SHARED/cifar10/build_cifar10.py" data/cifar10
+if [ -f "$SHARED/cifar10/cifar10_jpeg.npz" ] && [ ! -f data/cifar10/cifar-10-batches-py/test_batch ]; then
+    .venv/bin/python tools/dataset_converters/prepare_cifar10.py --jpeg-npz "$SHARED/cifar10/cifar10_jpeg.npz" data/cifar10
 fi
 if [ -d "$SHARED/triggers" ]; then
     mkdir -p data/triggers && cp -rn "$SHARED/triggers/." data/triggers/

@@ -1,6 +1,7 @@
-"""Datasets: offline CIFAR-10, seeded ratio subsets, poisoned-data wrappers."""
+"""Datasets: offline CIFAR-10, seeded ratio subsets, reference-image selection."""
 from .cifar import BackdoorCIFAR10, default_data_root
+from .reference import dataset_arrays, select_reference
 from .subset import RatioSubset
-from .poison import PoisonedDataset
 
-__all__ = ['BackdoorCIFAR10', 'RatioSubset', 'default_data_root', 'PoisonedDataset']
+__all__ = ['BackdoorCIFAR10', 'RatioSubset', 'default_data_root', 'dataset_arrays',
+           'select_reference']

@@ -13,6 +13,8 @@ from .subset import CheckedIndices, check_indices
 
 #: Environment variable naming the folder that holds ``cifar-10-batches-py/``.
 DATA_ROOT_ENV = 'BMAIU_DATA_ROOT'
+#: Where the official python version of CIFAR-10 is published.
+CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar.html'
 
 
 def read_cifar_batch(path: str, num_classes: int = 10):
@@ -63,7 +65,7 @@ class BackdoorCIFAR10(CheckedIndices, CIFAR10):
         data_root (str, optional): Folder holding ``cifar-10-batches-py/``. Defaults to
             ``$BMAIU_DATA_ROOT`` or ``data/cifar10``.
         check_md5 (bool): Check the official md5 sums of the batch files. Switch it off for the
-            offline JPEG-derived copy (``../shared/data/cifar10``), whose sums differ.
+            a re-encoded copy (e.g. ``prepare_cifar10.py --jpeg-npz``), whose sums differ.
         **kwargs: Passed to mmpretrain's ``CIFAR10`` (``split``, ``pipeline``, ``indices``, ...).
     """
 
@@ -92,12 +94,14 @@ class BackdoorCIFAR10(CheckedIndices, CIFAR10):
     def load_data_list(self):
         if not self._check_integrity():
             folder = osp.abspath(osp.join(self.data_prefix['root'], self.base_folder))
-            what = ('files missing or md5 mismatch (set check_md5=False for the offline '
-                    'JPEG-derived copy)') if self.check_md5 else 'batch files missing'
+            what = ('files missing or md5 mismatch; set check_md5=False for a re-encoded '
+                    'copy') if self.check_md5 else 'batch files missing'
             raise DatasetNotFoundError(
-                f'CIFAR-10 not found in {folder} ({what}). Point {DATA_ROOT_ENV} (or the '
-                "dataset's data_root) at a folder holding cifar-10-batches-py/, or build one "
-                'offline: python ../shared/data/cifar10/build_cifar10.py data/cifar10')
+                f'CIFAR-10 not found in {folder} ({what}). Get the official python version '
+                f'({CIFAR10_URL}): python tools/dataset_converters/prepare_cifar10.py '
+                '--download data/cifar10 (or --archive cifar-10-python.tar.gz after '
+                f'downloading it), or point {DATA_ROOT_ENV} (or the dataset\'s data_root) at a '
+                'folder holding cifar-10-batches-py/')
         files = self.train_list if self.split == 'train' else self.test_list
         root = osp.join(self.data_prefix['root'], self.base_folder)
         parts = [read_cifar_batch(osp.join(root, name)) for name, _ in files]

@@ -6,8 +6,8 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 
 from ..registry import DATASETS
-from ..utils.errors import ConfigValueError
-from ..utils.validate import check_number, clip
+from ..utils.errors import ConfigValueError, clip
+from ..utils.validate import check_number
 
 
 def check_indices(indices, length: Optional[int] = None, name: str = 'dataset') -> None:

@@ -1,25 +1,23 @@
-"""CLP: data-free Channel Lipschitzness-based Pruning (Zheng et al., ECCV 2022).
+"""CLP: data-free Channel Lipschitzness-based Pruning (Zheng et al., ECCV 2022;
+github.com/rkteddy/channel-Lipschitzness-based-pruning).
 
-For every ``BatchNorm2d`` and the ``Conv2d`` that feeds it, the upper bound of the channel
-Lipschitz constant (UCLC) of output channel ``k`` is the largest singular value of the conv
-kernel ``W_k`` reshaped to ``(C_in, kh*kw)``, scaled by ``|gamma_k / sqrt(running_var_k)|``.
-Channels whose UCLC exceeds ``mean + u * std`` of their layer are pruned by zeroing the BN
-weight and bias. No data and no labels are needed.
-
-Conventions, matching the original method:
-
-* ``eps`` is **not** added to the running variance (a channel with ``running_var == 0`` gets an
-  infinite UCLC; the layer's statistics are then not finite and nothing is pruned in it).
-* ``std`` is torch's default, the **unbiased** (Bessel-corrected) standard deviation.
-* Conv weights and BN running statistics are left untouched.
+For every ``Conv2d`` -> ``BatchNorm2d`` pair, the upper bound of the channel Lipschitz constant
+(UCLC) of output channel ``k`` is the largest singular value of its kernel reshaped to
+``(C_in, kh*kw)`` times ``|gamma_k / sqrt(running_var_k)|``; channels above ``mean + u * std``
+of their layer are pruned (BN weight and bias set to 0).  As the original: no ``eps`` on the
+running variance, the unbiased ``std``, conv weights and BN statistics left untouched.
 """
-from typing import Dict, Iterator, List, Tuple
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..models.finetune_base import frozen_copy
+from ..registry import MODELS
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number
+from .base import BaseDefense
 
 __all__ = ['conv_bn_pairs', 'clp_scores', 'clp_prune']
 
@@ -128,3 +126,104 @@ def clp_prune(model: nn.Module, u: float = 3.0) -> Dict[str, List[int]]:
                 bn.bias[dev_idx] = 0
         pruned[bn_name] = idx.tolist()
     return pruned
+
+
+def _u_name(u: float) -> str:
+    return f'{u:g}'
+
+
+@MODELS.register_module()
+class CLPDefense(BaseDefense):
+    """CLP (Zheng et al., ECCV 2022): data-free Channel-Lipschitzness-based pruning of an encoder.
+
+    After :meth:`init_weights` has loaded the suspect encoder, ``backbone`` is a copy of it pruned
+    with :func:`~bmaiu_plugin.defenses.clp.clp_prune` (channels whose UCLC exceeds
+    ``mean + u * std`` of their layer get BN weight and bias 0).  There is no training: evaluate
+    with ``tools/test.py CONFIG ENCODER_CKPT``.
+
+    Args:
+        backbone (dict): Encoder config; must match the suspect checkpoint.
+        u (float): Threshold in standard deviations, > 0. The paper's default: 3.
+        u_sweep (Sequence[float]): Further thresholds; one more defended encoder per value,
+            probed as ``defended_u<value>`` (BackdoorBench sweeps 0..10).
+        **kwargs: :class:`EncoderFinetuneBase` arguments (``encoder_checkpoint``, ``mean``,
+            ``std``, ``seed``, ...).
+    """
+
+    def __init__(self, backbone: dict, u: float = 3., u_sweep: Sequence[float] = (),
+                 **kwargs):
+        kwargs.setdefault('freeze_bn', False)
+        super().__init__(backbone, frozen_copies=('suspect',), **kwargs)
+        self.u = check_number('CLP u', u, 0, inclusive=(False, True))
+        if isinstance(u_sweep, (int, float)) or u_sweep is None:
+            raise ConfigValueError(f'CLP u_sweep must be a list of numbers > 0, got {u_sweep!r}')
+        sweep = []
+        for v in u_sweep:
+            v = check_number('CLP u_sweep value', v, 0, inclusive=(False, True))
+            if v != self.u and v not in sweep:
+                sweep.append(v)
+        self.u_sweep = sweep
+        self.sweep = nn.ModuleDict({_u_name(v).replace('.', '_'): frozen_copy(self.backbone)
+                                    for v in sweep})
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.pruned: Optional[Dict[str, Dict[str, List[int]]]] = None
+        self.clp_seconds = 0.
+
+    def init_weights(self):
+        """Load the suspect encoder, then prune the defended copies."""
+        super().init_weights()
+        self.apply_clp()
+
+    @torch.no_grad()
+    def apply_clp(self) -> None:
+        """(Re)build every defended encoder from the suspect and prune it (idempotent)."""
+        t0 = time.perf_counter()
+        state = self.suspect.state_dict()
+        self.backbone.load_state_dict(state)
+        self.pruned = {_u_name(self.u): clp_prune(self.backbone, self.u)}
+        for v in self.u_sweep:
+            enc = self.sweep[_u_name(v).replace('.', '_')]
+            enc.load_state_dict(state)
+            self.pruned[_u_name(v)] = clp_prune(enc, v)
+        self.clp_seconds = time.perf_counter() - t0
+
+    def loss(self, imgs, data_samples=None):
+        raise RuntimeError('CLP is data-free and has no training: evaluate it with '
+                           'tools/test.py CONFIG ENCODER_CKPT')
+
+    def defended_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The pruned encoder's (``u``) backbone state dict."""
+        if self.pruned is None:
+            self.apply_clp()
+        return self.backbone.state_dict()
+
+    def probe_encoders(self) -> Dict[str, dict]:
+        """``suspect``, ``defended`` (pruned with ``u``) and ``defended_u<v>`` per sweep value."""
+        if self.pruned is None:
+            self.apply_clp()
+        out = dict(suspect=dict(encoder=self.suspect), defended=dict(encoder=self.backbone))
+        for v in self.u_sweep:
+            out[f'defended_u{_u_name(v)}'] = dict(encoder=self.sweep[_u_name(v).replace('.', '_')])
+        return out
+
+    def _prune_summary(self, pruned: Dict[str, List[int]]) -> dict:
+        channels = {name: m.num_features for name, m in self.suspect.named_modules()
+                    if isinstance(m, nn.BatchNorm2d)}
+        n = sum(len(v) for v in pruned.values())
+        total = sum(channels[k] for k in pruned)
+        return dict(pruned_channels=n, channels=total,
+                    pruned_share=round(100. * n / max(total, 1), 3),
+                    layers_pruned=sum(1 for v in pruned.values() if v), layers=len(pruned))
+
+    def defense_report(self) -> dict:
+        """``clp``: what was pruned (per layer and in total, per ``u``) and the time it took."""
+        if self.pruned is None:
+            self.apply_clp()
+        main = self.pruned[_u_name(self.u)]
+        out = dict(u=self.u, **self._prune_summary(main),
+                   per_layer={k: len(v) for k, v in main.items()},
+                   seconds=round(self.clp_seconds, 3))
+        if self.u_sweep:
+            out['sweep'] = {k: self._prune_summary(v) for k, v in self.pruned.items()}
+        return dict(clp=out)

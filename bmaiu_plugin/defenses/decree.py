@@ -1,18 +1,12 @@
-"""DECREE (Feng et al., CVPR 2023): self-supervised trigger inversion on an encoder, and PL1.
+"""DECREE (Feng et al., CVPR 2023; github.com/GiantSeaweed/DECREE): self-supervised trigger
+inversion on an encoder, and its PL1-norm.
 
-A mask ``m`` (``H x W`` in [0, 1], shared over the channels) and a pattern ``p``
-(``3 x H x W``, 0-255) are optimised so that stamping ``x' = clip((1 - m) * x + m * p, 0, 255)``
-(pixel space, before the normalization) makes the encoder's features of all images in a batch
-collapse onto one direction, with an L1 penalty on the mask:
-
-    loss = - mean_{i != j} cos(f(x'_i), f(x'_j)) + lam * ||m||_1
-
-``||m||_1`` is taken over the mask replicated on the 3 channels (``3 * sum(m)``), as the original.
-A step is *successful* when the batch's mean pairwise cosine reaches ``thres``; ``lam`` is adapted
-Neural-Cleanse style (x5 after more than ``lam_patience`` consecutive successes, /5 after more than
-``lam_patience`` consecutive failures) and the smallest ``||m||_1`` among successful steps is kept.
-The PL1-norm is that L1 as a proportion of the input size, ``best_l1 / (3 * H * W)``: a small PL1
-(a tiny trigger collapses the encoder) indicates a trojaned encoder.
+:func:`decree_invert` optimises a mask and pattern, stamped in pixel space, so that the encoder's
+features of a clean shadow set collapse onto one direction (mean pairwise cosine >= ``thres``)
+under an adaptive L1 penalty on the mask (Neural-Cleanse lambda schedule).  The PL1-norm is the
+smallest successful mask L1 (over 3 channels) as a share of the input size (:func:`pl1_norm`): a
+small PL1 indicates a trojaned encoder.  The evaluator reports it for probed encoders
+(:func:`~bmaiu_plugin.evaluation.diagnostics.pl1_report`, the probe loop's ``pl1``).
 """
 import copy
 import math
@@ -22,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..evaluation.probe import pool_features
+from ..models.features import pool_features
+from ..utils.data import eval_mode
 from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number
@@ -195,14 +190,12 @@ def decree_invert(encoder: nn.Module,
     def stamp(x: torch.Tensor, m: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return ((1 - m) * x + m * p).clamp(0, 255)
 
-    was_training = encoder.training
-    encoder.eval()
     lam = float(lam_init)
     succ_cnt = fail_cnt = 0
     best_l1, best_mask, best_pattern = math.inf, None, None
     no_improve, step, epoch = 0, 0, 0
     stop = False
-    try:
+    with eval_mode(encoder):
         for epoch in range(int(epochs)):
             for group in opt.param_groups:
                 group['lr'] = _lr_at(epoch, float(lr), lr_milestones)
@@ -265,8 +258,6 @@ def decree_invert(encoder: nn.Module,
                 clean_feats.append(features(x).float())
             mean_cos = float(mean_pairwise_cosine(torch.cat(trig_feats)))
             clean_cos = float(mean_pairwise_cosine(torch.cat(clean_feats)))
-    finally:
-        encoder.train(was_training)
 
     return dict(mask=best_mask.cpu(), pattern=best_pattern.cpu(), l1=float(best_l1),
                 pl1=pl1_norm(best_l1, h, w, c), found=found, mean_cos=mean_cos,

@@ -1,131 +1,103 @@
-"""Hooks of the encoder fine-tuning algorithms."""
-import json
-from typing import Optional
+"""Generic hooks: preparing a model on its training data, saving a defended encoder.
 
+* :class:`PrepareModelHook` calls ``model.prepare(dataset)`` before training (reference sets,
+  detectors, heads: whatever the algorithm prepares on its data) and logs
+  ``model.preparation_summary()`` where the model has one.
+* :class:`SaveDefendedEncoderHook` writes the defended encoder's weights (tensors only, ``.pth``
+  and ``.safetensors``) into the run's folder and the work dir, for other tools (the probe
+  config, a BackdoorBench export, a pipeline).
+"""
+import json
+import os.path as osp
+
+import torch
+from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from ..registry import HOOKS
+from ..utils.data import unwrap_model
 from ..utils.errors import ConfigValueError
-from ..utils.validate import check_number, is_number
-
-
-def _unwrap(runner):
-    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+from .results import publish
 
 
 @HOOKS.register_module()
-class ReferenceSetHook(Hook):
-    """Before training, let the model choose its reference images from the training data.
+class PrepareModelHook(Hook):
+    """Before training, let the model prepare itself on the training data: ``model.prepare``.
 
-    Works with any model that has ``prepare_reference(dataset)`` (BMAIU, BadEncoder).  The choice
-    is deterministic (seeded, from the data and the frozen starting encoder), so a resumed run
-    makes the same choice.
+    The one preparation step of every fine-tuning algorithm: an attack chooses its reference
+    images, a defense its reference set, runs its detector or fits its head
+    (:class:`~bmaiu_plugin.defenses.base.BaseDefense`).  A model's preparation is a pure
+    function of the data, its seed and the frozen starting encoder, or is kept in its
+    checkpointed buffers, so a resumed run makes the same choice.
     """
 
     priority = 'ABOVE_NORMAL'
 
     def before_train(self, runner) -> None:
-        model = _unwrap(runner)
-        model.prepare_reference(runner.train_dataloader.dataset)
-        info = getattr(model, 'reference_info', None)
-        runner.logger.info(f'reference set: {json.dumps(info)[:500]}')
+        model = unwrap_model(runner)
+        if not hasattr(model, 'prepare'):
+            raise ConfigValueError(f'PrepareModelHook: {type(model).__name__} has nothing to '
+                                   'prepare; remove the hook')
+        model.prepare(runner.train_dataloader.dataset)
+        report = model.preparation_summary() if hasattr(model, 'preparation_summary') else None
+        if report:
+            runner.logger.info(f'{type(model).__name__} prepared: {json.dumps(report)[:2000]}')
 
 
 @HOOKS.register_module()
-class BMAIUStageHook(Hook):
-    """Switch BMAIU from implantation (stage 1) to unlearning (stage 2).
+class SaveDefendedEncoderHook(Hook):
+    """Save ``model.defended_state_dict()`` as ``filename`` and as its ``.safetensors`` twin.
 
-    At the start of epoch ``implant_epochs`` (0-based), if the model is still in stage 1: snapshot
-    ``f1`` as the frozen teacher, set stage 2, and clear the optimizer state (momentum of stage 1
-    must not push stage 2).  The learning-rate schedule of each stage is an ordinary
-    ``param_scheduler`` list with ``begin``/``end`` epochs.  The stage and the teacher are part of
-    the model's state dict, so a run resumed in stage 2 does not switch again.
-
-    Args:
-        implant_epochs (int): Epochs of stage 1.
-    """
-
-    priority = 'HIGH'
-
-    def __init__(self, implant_epochs: int):
-        self.implant_epochs = check_number('BMAIUStageHook implant_epochs', implant_epochs, 0,
-                                           integer=True)
-
-    @staticmethod
-    def check_cfg(cfg: dict, config, path: str) -> None:
-        """Pre-flight: stage 2 must get at least one of the run's epochs."""
-        implant = cfg.get('implant_epochs')
-        max_epochs = (config.get('train_cfg') or {}).get('max_epochs')
-        if is_number(implant) and is_number(max_epochs) and implant >= max_epochs:
-            raise ConfigValueError(
-                f'{path}.implant_epochs={implant} >= train_cfg.max_epochs={max_epochs} leaves '
-                'BMAIU stage 2 (unlearning) without epochs; give train_cfg.max_epochs = '
-                'implant epochs + unlearning epochs (and train_cfg.val_interval the same)')
-
-    def before_train(self, runner) -> None:
-        if self.implant_epochs >= runner.max_epochs:
-            raise ConfigValueError(
-                f'BMAIUStageHook implant_epochs={self.implant_epochs} >= max_epochs='
-                f'{runner.max_epochs} leaves BMAIU stage 2 (unlearning) without epochs')
-
-    def before_train_epoch(self, runner) -> None:
-        model = _unwrap(runner)
-        if runner.epoch >= self.implant_epochs and int(model.stage) == 1:
-            model.start_unlearning()
-            optim = runner.optim_wrapper.optimizer
-            optim.state.clear()
-            runner.logger.info(f'BMAIU: stage 2 (unlearning) from epoch {runner.epoch + 1}; '
-                               'f1 frozen as teacher, optimizer state reset')
-
-
-@HOOKS.register_module()
-class CustomTriggerSearchHook(Hook):
-    """Repeat BMAIU's custom-trigger search during stage 2, on the encoder being unlearned.
-
-    Every ``interval`` epochs of stage 2 (from its first epoch), the custom pattern is replaced by
-    the patch the *current* encoder reacts to most (a search warm-started from the previous
-    pattern; the model's ``trigger_search`` settings).  Unlearning then keeps chasing what the
-    encoder still responds to instead of one fixed pattern it has already learned to ignore.
-    Runs before the epoch's first step, on every rank (rank 0's pattern is broadcast), and the
-    pattern is a buffer of the model, so a resumed run continues with the checkpoint's.
-
-    The BMAIU configs carry it switched off (``interval=None``); turn it on with
-    ``--cfg-options custom_hooks.2.interval=2`` together with ``model.trigger_search``.
+    Both files hold the same tensors (contiguous, on the CPU) under the same keys: the ``.pth``
+    is a ``torch.save`` of the state dict, the ``.safetensors`` a safetensors ``save_file``.  They
+    are written into the run's folder and published as the work dir's latest copies
+    (:func:`~bmaiu_plugin.engine.results.publish`), before every evaluation (CLP prunes at load
+    time, so its defended encoder exists before the test) and after training (I-BAU).  A
+    top-level file that is the model's own ``encoder_checkpoint`` is never replaced: that run's
+    files stay in its run folder (a warning is logged).
 
     Args:
-        interval (int, optional): Epochs of stage 2 between searches; ``None``: off.
+        filename (str): A plain file name (no folder): the file stays inside the work dir.
     """
 
-    priority = 'NORMAL'  # after BMAIUStageHook (HIGH) has switched the stage
+    priority = 'LOW'
 
-    def __init__(self, interval: Optional[int] = None):
-        self.interval = check_number('CustomTriggerSearchHook interval', interval, 1,
-                                     integer=True, optional=True)
-        self.stage2_start = None
+    def __init__(self, filename: str = 'defended_encoder.pth'):
+        if not filename or osp.basename(filename) != filename or filename in ('.', '..'):
+            raise ConfigValueError(
+                f'SaveDefendedEncoderHook filename must be a plain file name (it is written in '
+                f'the work dir), got {filename!r}')
+        self.filename = filename
+        self.safetensors_name = osp.splitext(filename)[0] + '.safetensors'
 
-    @staticmethod
-    def check_cfg(cfg: dict, config, path: str) -> None:
-        """Pre-flight: a search interval needs the model's search settings."""
-        if cfg.get('interval') is not None and \
-                (config.get('model') or {}).get('trigger_search') is None:
-            raise ConfigValueError(f'{path}.interval needs the model\'s trigger_search settings '
-                                   '(e.g. model.trigger_search.steps=300)')
-
-    def before_train(self, runner) -> None:
-        if self.interval is not None and getattr(_unwrap(runner), 'trigger_search', None) is None:
-            raise ConfigValueError('CustomTriggerSearchHook(interval=...) needs the model\'s '
-                                   'trigger_search settings (e.g. model.trigger_search.steps=300)')
-
-    def before_train_epoch(self, runner) -> None:
-        model = _unwrap(runner)
-        if self.interval is None or int(model.stage) != 2:
+    def _save(self, runner) -> None:
+        model = unwrap_model(runner)
+        if not hasattr(model, 'defended_state_dict'):
+            raise ConfigValueError(f'SaveDefendedEncoderHook: {type(model).__name__} has no '
+                                   'defended encoder to save; remove the hook')
+        if not is_main_process():
             return
-        if self.stage2_start is None:
-            stage_hooks = [h for h in runner.hooks if isinstance(h, BMAIUStageHook)]
-            self.stage2_start = stage_hooks[0].implant_epochs if stage_hooks else runner.epoch
-        k = runner.epoch - self.stage2_start
-        if k % self.interval == 0:
-            info = model.search_custom_trigger('backbone')
-            runner.logger.info(f'custom trigger re-searched on the encoder being unlearned '
-                               f'(epoch {runner.epoch + 1}): {json.dumps(info)}')
+        from safetensors.torch import save_file
+        state = {k: v.detach().cpu().contiguous().clone()
+                 for k, v in model.defended_state_dict().items()}
+        src = getattr(model, 'encoder_checkpoint', None)
+        writers = {self.filename: lambda p: torch.save(state, p),  # a .safetensors name: once
+                   self.safetensors_name: lambda p: save_file(state, p, metadata=dict(format='pt'))}
+        saved = []
+        for name, write in writers.items():
+            top = osp.join(runner.work_dir, name)
+            is_input = bool(src) and osp.isfile(top) and osp.samefile(top, src)
+            saved.append(publish(runner, name, write, latest=not is_input))
+            if is_input:
+                runner.logger.warning(f'{top} is the input encoder_checkpoint: not replaced; '
+                                      f'this run\'s defended encoder is {saved[-1]}')
+        runner.logger.info(f'defended encoder (backbone state dict) saved to {", ".join(saved)}')
+
+    def before_val(self, runner) -> None:
+        self._save(runner)
+
+    def before_test(self, runner) -> None:
+        self._save(runner)
+
+    def after_train(self, runner) -> None:
+        self._save(runner)

@@ -1,7 +1,12 @@
-"""Linear-probe backdoor evaluation (BA / ASR / PA)."""
+"""The evaluator: linear probe (BA / ASR / PA), its loop, attack presets, diagnostics."""
+from .diagnostics import (check_pl1_cfg, implant_diagnostics, pl1_report, shadow_images,
+                          trigger_shift)
+from .loop import BackdoorProbeLoop
 from .metric import BackdoorProbeMetric
-from .probe import (PixelNormalizer, backdoor_metrics, normalize_features, pool_features,
-                    train_linear_probe)
+from .probe import (EncoderClassifier, attack_rates, backdoor_metrics, classifier_metrics,
+                    normalize_features, train_linear_probe)
 
-__all__ = ['BackdoorProbeMetric', 'PixelNormalizer', 'backdoor_metrics', 'normalize_features',
-           'pool_features', 'train_linear_probe']
+__all__ = ['BackdoorProbeLoop', 'BackdoorProbeMetric', 'EncoderClassifier', 'attack_rates',
+           'backdoor_metrics', 'classifier_metrics', 'normalize_features', 'train_linear_probe',
+           'check_pl1_cfg', 'implant_diagnostics', 'pl1_report', 'shadow_images',
+           'trigger_shift']

@@ -8,7 +8,8 @@ from mmengine.evaluator import BaseMetric
 from ..registry import METRICS
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number, clip
-from .probe import backdoor_metrics, check_probe_cfg, normalize_features, train_linear_probe
+from .probe import (backdoor_metrics, check_probe_cfg, normalize_features, percent,
+                    train_linear_probe)
 
 #: Name of the result set holding the probe's labeled training features.
 PROBE_TRAIN = 'probe_train'
@@ -22,7 +23,7 @@ REFERENCE = 'reference'
 class BackdoorProbeMetric(BaseMetric):
     """Fit a linear probe on cached features and report BA / ASR / PA per trigger.
 
-    :class:`~bmaiu_plugin.engine.BackdoorProbeLoop` feeds it one dict per image:
+    :class:`~bmaiu_plugin.evaluation.loop.BackdoorProbeLoop` feeds it one dict per image:
     ``{'feat': Tensor(D), 'label': int, 'set': str, 'idx': int, 'target': int}`` where ``set`` is
     ``'probe_train'``, ``'clean'``, ``'reference'`` or a trigger's name.  Results are gathered
     across ranks by :class:`~mmengine.evaluator.BaseMetric` (duplicates from padded samplers are
@@ -94,7 +95,7 @@ class BackdoorProbeMetric(BaseMetric):
         clean = sets.pop(CLEAN)
         x_clean = norm(clean['feat'])
         with torch.no_grad():
-            ba = 100. * (head(x_clean).argmax(1) == clean['label']).float().mean().item()
+            ba = percent(head(x_clean).argmax(1) == clean['label'])
         metrics = {'BA': ba}
         ref = sets.pop(REFERENCE, None)
         ref_target = None

@@ -1,8 +1,8 @@
 """The attacks' triggers as the *evaluator* knows them (never an input of a defense).
 
 A config names one with ``evaluate_attack='badencoder'`` (or a list of names); the plugin's
-tools expand it into ``val_cfg.triggers`` / ``test_cfg.triggers``.  Settings follow
-algorithms.md §2 and §4.5; CIFAR-10 (32x32) scale.
+tools expand it into ``val_cfg.triggers`` / ``test_cfg.triggers``.  Settings follow each attack's
+paper and official code (``docs/methods.md``), at CIFAR-10 (32x32) scale.
 """
 import os
 import os.path as osp

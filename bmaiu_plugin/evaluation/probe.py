@@ -1,4 +1,5 @@
-"""Linear probe on cached encoder features, and the backdoor metrics BA / ASR / PA.
+"""Linear probe on cached encoder features, the backdoor metrics BA / ASR / PA, and an encoder
+with a linear head as a classifier.
 
 Definitions (percent):
 
@@ -7,47 +8,17 @@ Definitions (percent):
 * **ASR_all**: the same over all test images (BadEncoder's / CTRL's convention).
 * **PA**: accuracy on the triggered non-target images against their true labels.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.features import pool_features
+from ..utils.data import eval_mode
+from ..utils.device import module_device
+from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number
-
-
-def pool_features(out) -> torch.Tensor:
-    """Turn a backbone output (tensor or tuple of stage outputs) into ``(B, D)`` features."""
-    if isinstance(out, (tuple, list)):
-        out = out[-1]
-    if out.dim() == 4:
-        out = F.adaptive_avg_pool2d(out, 1)
-    return out.flatten(1)
-
-
-class PixelNormalizer(nn.Module):
-    """Pixel-space ``[0, 255]`` images to the encoder's normalized input.
-
-    Args:
-        mean (Sequence[float]): Per-channel mean on the 0-255 scale.
-        std (Sequence[float]): Per-channel std on the 0-255 scale.
-        bgr_to_rgb (bool): Reverse the channel order first.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], bgr_to_rgb: bool = False):
-        super().__init__()
-        self.register_buffer('mean', torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-        self.register_buffer('std', torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1),
-                             persistent=False)
-        self.bgr_to_rgb = bgr_to_rgb
-
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        x = imgs.float()
-        if self.bgr_to_rgb:
-            x = x.flip(1)
-        return (x - self.mean) / self.std
-
 
 #: The linear probe's settings (:func:`train_linear_probe` arguments) a config may give.
 PROBE_KEYS = ('epochs', 'batch_size', 'lr', 'momentum', 'weight_decay', 'seed')
@@ -130,6 +101,26 @@ def normalize_features(feats: torch.Tensor, mode: Optional[str],
     raise ValueError(f'unknown feature normalization {mode!r}')
 
 
+def percent(mask: torch.Tensor) -> float:
+    """Share of true entries of a bool tensor, in percent (NaN when empty)."""
+    return 100. * mask.float().mean().item() if mask.numel() else float('nan')
+
+
+def attack_rates(pred: torch.Tensor, labels: torch.Tensor,
+                 target: Union[int, torch.Tensor]) -> Dict[str, float]:
+    """ASR (non-target images), ASR_all and PA of predictions on triggered images, in percent.
+
+    Args:
+        pred (Tensor): ``(N,)`` predicted classes of the triggered images.
+        labels (Tensor): ``(N,)`` their true classes.
+        target (int | Tensor): The target class, or one per image ``(N,)``.
+    """
+    target = torch.as_tensor(target, device=pred.device).expand_as(pred)
+    nt = labels != target
+    return dict(ASR=percent(pred[nt] == target[nt]), ASR_all=percent(pred == target),
+                PA=percent(pred[nt] == labels[nt]))
+
+
 @torch.no_grad()
 def backdoor_metrics(head: nn.Module, clean_feats: torch.Tensor, clean_labels: torch.Tensor,
                      trig_feats: torch.Tensor, trig_labels: torch.Tensor, target: int
@@ -142,11 +133,96 @@ def backdoor_metrics(head: nn.Module, clean_feats: torch.Tensor, clean_labels: t
         trig_feats, trig_labels: The same images with the trigger, with their true labels.
         target (int): The attack's target class.
     """
-    pred_clean = head(clean_feats).argmax(1)
-    pred_trig = head(trig_feats).argmax(1)
-    nt = trig_labels != target
-    pct = lambda m: 100. * m.float().mean().item() if m.numel() else float('nan')  # noqa: E731
-    return dict(BA=pct(pred_clean == clean_labels),
-                ASR=pct(pred_trig[nt] == target),
-                ASR_all=pct(pred_trig == target),
-                PA=pct(pred_trig[nt] == trig_labels[nt]))
+    return dict(BA=percent(head(clean_feats).argmax(1) == clean_labels),
+                **attack_rates(head(trig_feats).argmax(1), trig_labels, target))
+
+
+class EncoderClassifier(nn.Module):
+    """``head(pool_features(encoder(normalizer(x))))``: an encoder with a linear head.
+
+    Args:
+        encoder (nn.Module): The backbone; its output (tensor or tuple of stages) is pooled.
+        head (nn.Module): The classifier on the ``(B, D)`` features (e.g. ``nn.Linear``).
+        feature_norm (str, optional): ``'l2'`` to L2-normalize the features before the head
+            (for a head fit that way), or ``None``.
+        normalizer (nn.Module, optional): Pixel space to the encoder's input; ``None``: the
+            input is already the encoder's (normalized) input.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, feature_norm: Optional[str] = None,
+                 normalizer: Optional[nn.Module] = None):
+        super().__init__()
+        if feature_norm not in (None, 'l2'):
+            raise ConfigValueError(f"feature_norm must be None or 'l2', got {feature_norm!r}")
+        self.encoder = encoder
+        self.head = head
+        self.feature_norm = feature_norm
+        self.normalizer = normalizer
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, D)`` pooled features (L2-normalized with ``feature_norm='l2'``)."""
+        if self.normalizer is not None:
+            x = self.normalizer(x)
+        feats = pool_features(self.encoder(x))
+        return F.normalize(feats, dim=1) if self.feature_norm == 'l2' else feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    @torch.no_grad()
+    def logits(self, imgs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Logits of many images, in eval mode and batches, returned on the CPU."""
+        if len(imgs) == 0:
+            return torch.zeros(0, self.head.out_features)
+        dev = module_device(self)
+        with eval_mode(self):
+            return torch.cat([self(imgs[i:i + batch_size].to(dev)).cpu()
+                              for i in range(0, len(imgs), batch_size)])
+
+    def predict(self, imgs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Predicted classes ``(N,)`` (CPU, long)."""
+        return self.logits(imgs, batch_size).argmax(1)
+
+
+class L2Normalize(nn.Module):
+    """``F.normalize(x, dim=1)``: put in front of a head fit on L2-normalized features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1)
+
+
+@torch.no_grad()
+def classifier_metrics(encoder: nn.Module, head: nn.Module, images: torch.Tensor,
+                       labels: torch.Tensor, triggers: Sequence[dict], normalizer: nn.Module,
+                       batch_size: int = 256, seed: int = 0) -> Dict[str, float]:
+    """BA, and ASR / ASR_all / PA per trigger, of the classifier ``head . encoder`` as it is.
+
+    Args:
+        encoder (nn.Module): The encoder (evaluated in eval mode; its mode is restored).
+        head (nn.Module): Pooled ``(B, D)`` features -> logits.
+        images (Tensor): ``(N, 3, H, W)`` clean pixel-space test images.
+        labels (Tensor): ``(N,)`` their classes.
+        triggers (Sequence[dict]): ``dict(name, trigger, target)``; triggers with ``target < 0``
+            (``'auto'``: a model's reference class) are skipped.
+        normalizer (nn.Module): Pixel space to the encoder's input.
+        batch_size (int): Images per forward pass.
+        seed (int): Seed of the trigger positions' generator (on the encoder's device).
+
+    Returns:
+        dict: ``BA``, ``<trigger>/ASR``, ``<trigger>/ASR_all``, ``<trigger>/PA``,
+        ``<trigger>/target``: the probe metric's form.
+    """
+    dev = module_device(encoder)
+    clf = EncoderClassifier(encoder, head, normalizer=normalizer.to(dev))
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    clean = clf.logits(images, batch_size)
+    out = dict(BA=percent(clean.argmax(1) == labels))
+    for t in triggers:
+        if t['target'] < 0:
+            continue
+        trig = t['trigger'].to(dev)
+        stamped = trig.stamp_batched(images, gen, batch_size, device=dev, to_cpu=True)
+        m = attack_rates(clf.logits(stamped, batch_size).argmax(1), labels, t['target'])
+        out.update({f"{t['name']}/{k}": m[k] for k in ('ASR', 'ASR_all', 'PA')})
+        out[f"{t['name']}/target"] = t['target']
+    return out

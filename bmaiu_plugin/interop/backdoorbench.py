@@ -9,15 +9,16 @@ meets BackdoorBench at that file format, with no dependency on BackdoorBench (an
 * :func:`export_attack_record` turns an encoder checkpoint, a linear probe (trained here on
   cached features, or given) and an attack's trigger into such a record;
 * :func:`import_attack_record` loads a record as tensors only (no arbitrary unpickling), maps its
-  torchvision-style ResNet keys onto an mmpretrain backbone and evaluates BA / ASR / PA on the
-  record's triggered test set.
+  network (``preactresnet18`` or a torchvision ResNet) onto a plugin backbone and evaluates
+  BA / ASR / PA on the record's triggered test set.
 
 Conventions (see ``docs/backdoorbench.md``):
 
-* **Keys.** mmpretrain's ``ResNet`` / ``ResNet_CIFAR`` with BN layers use torchvision's module
-  names (``conv1``, ``bn1``, ``layerX.Y.convK`` / ``bnK``, ``downsample.0/1``); the record's
-  ``model`` is the backbone without prefix plus ``fc.weight`` / ``fc.bias``, in torchvision's
-  order (BackdoorBench maps state-dict entries by position).
+* **Networks.** BackdoorBench rebuilds ``record['model_name']`` and fills it by position with a
+  strict load, so only encoders with a BackdoorBench network export (:mod:`.bb_models`):
+  :class:`~bmaiu_plugin.models.backbones.PreActResNet` as ``preactresnet18`` (head
+  ``linear.*``) and mmpretrain's ImageNet-stem ``ResNet`` as torchvision's ``resnetNN`` (head
+  ``fc.*``); any other encoder is refused before work starts.
 * **Input normalization.** BackdoorBench feeds ``(x / 255 - mean) / std`` with its own
   per-dataset constants (:data:`BB_NORMALIZATION`).  An encoder trained with another std is
   re-expressed exactly by scaling its first convolution per input channel; a different mean
@@ -47,15 +48,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..evaluation.probe import PixelNormalizer, pool_features, train_linear_probe
+from ..evaluation.probe import EncoderClassifier, attack_rates, percent, train_linear_probe
+from ..models.features import CIFAR10_MEAN, CIFAR10_STD, PixelNormalizer
 from ..utils.checkpoint import load_state_dict_file, match_backbone_state, safe_torch_load
-from ..utils.errors import CheckpointError, ConfigValueError
+from ..utils.data import encode_batched
+from ..utils.errors import ConfigValueError
+from .bb_models import (RecordError, bb_model_name, bb_to_encoder, check_loadable, encoder_to_bb,
+                        encoder_to_torchvision, infer_backbone_cfg, torchvision_to_encoder)
 
 __all__ = ['BB_NORMALIZATION', 'RECORD_FILE', 'BD_TEST_FOLDER', 'PROBE_FEATURES', 'RecordError',
            'BackdoorBenchClassifier', 'ImportedRecord', 'save_record', 'load_record',
            'validate_record', 'encoder_to_torchvision', 'torchvision_to_encoder',
            'infer_backbone_cfg', 'rescale_stem', 'load_cifar10', 'export_attack_record',
-           'import_attack_record', 'write_encoder']
+           'import_attack_record', 'write_encoder', 'torch_load_allow_list']
 
 #: File name of an attack record inside ``<root>/record/<name>/``.
 RECORD_FILE = 'attack_result.pt'
@@ -76,8 +81,6 @@ BB_NORMALIZATION: Dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
 }
 
 #: CIFAR-10 mean / std of the plugin's configs, 0-255 scale.
-CIFAR10_MEAN = (125.307, 122.961, 113.8575)
-CIFAR10_STD = (51.5865, 50.847, 51.255)
 
 #: Keys every attack record has (BackdoorBench's schema).
 REQUIRED_KEYS = ('model_name', 'num_classes', 'model', 'data_path', 'img_size', 'clean_data',
@@ -86,10 +89,6 @@ REQUIRED_KEYS = ('model_name', 'num_classes', 'model', 'data_path', 'img_size', 
 #: Largest mean difference (in units of the encoder's normalized input) accepted when
 #: re-expressing an encoder for another normalization.
 MEAN_TOLERANCE = 1e-3
-
-
-class RecordError(CheckpointError):
-    """A BackdoorBench record is malformed, unsafe or does not fit the model."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -109,6 +108,19 @@ def _numpy1_names() -> Tuple[Tuple[object, str, str], ...]:
     ma = _numpy_multiarray()
     return ((ma._reconstruct, 'numpy.core.multiarray', '_reconstruct'),
             (ma.scalar, 'numpy.core.multiarray', 'scalar'))
+
+
+def torch_load_allow_list() -> list:
+    """The globals a record needs under ``torch.load(path, weights_only=True)``.
+
+    torch >= 2.6 loads with ``weights_only=True`` by default and refuses the record's numpy
+    arrays; ``with torch.serialization.safe_globals(torch_load_allow_list()):
+    torch.load(path)`` allows exactly numpy's array reconstruction (under the numpy 1.x name
+    the record uses), ``ndarray``, ``dtype`` and the int64 dtype class, nothing else.
+    """
+    ma = _numpy_multiarray()
+    return [(ma._reconstruct, 'numpy.core.multiarray._reconstruct'), np.ndarray, np.dtype,
+            type(np.dtype(np.int64))]
 
 
 class _Numpy1CompatPickler(pickle._Pickler):
@@ -296,125 +308,6 @@ def validate_record(record, source: str = 'record') -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# key mapping
-# ------------------------------------------------------------------------------------------
-_BN = r'(weight|bias|running_mean|running_var|num_batches_tracked)'
-_TV_KEY = re.compile(
-    rf'^(conv1\.weight|bn1\.{_BN}'
-    rf'|layer[1-4]\.\d+\.(conv[1-3]\.weight|bn[1-3]\.{_BN}'
-    rf'|downsample\.0\.weight|downsample\.1\.{_BN})'
-    r'|fc\.(weight|bias))$')
-_BN_ORDER = {'weight': 0, 'bias': 1, 'running_mean': 2, 'running_var': 3,
-             'num_batches_tracked': 4}
-
-
-def _tv_order(key: str) -> tuple:
-    """Sort key reproducing torchvision's ``ResNet.state_dict()`` order."""
-    parts = key.split('.')
-    last = _BN_ORDER[parts[-1]]
-    if parts[0] in ('conv1', 'bn1'):
-        return (0, 0, 0, int(parts[0] == 'bn1'), last)
-    if parts[0] == 'fc':
-        return (2, 0, 0, 0, last)
-    name = parts[2]
-    if name == 'downsample':
-        sub = 10 + int(parts[3])
-    else:  # conv1, bn1, conv2, bn2, conv3, bn3
-        sub = 2 * (int(name[-1]) - 1) + int(name.startswith('bn'))
-    return (1, int(parts[0][5:]), int(parts[1]), sub, last)
-
-
-def encoder_to_torchvision(backbone_state: Dict[str, torch.Tensor], fc_weight: torch.Tensor,
-                           fc_bias: torch.Tensor) -> 'OrderedDict[str, torch.Tensor]':
-    """An mmpretrain ResNet backbone + linear head as a torchvision ``resnetNN`` state dict.
-
-    Args:
-        backbone_state (dict): The backbone's state dict, names without prefix.
-        fc_weight (Tensor): ``(num_classes, D)`` head weight.
-        fc_bias (Tensor): ``(num_classes,)`` head bias.
-
-    Returns:
-        OrderedDict: torchvision names in torchvision's order, ``fc.*`` last; CPU copies.
-
-    Raises:
-        RecordError: A name without torchvision equivalent (non-BN norm layers, deep stem, ...).
-    """
-    bad = [k for k in backbone_state if not _TV_KEY.match(k) or k.startswith('fc.')]
-    if bad:
-        raise RecordError(
-            f'the encoder is not a torchvision-style ResNet: {len(bad)} parameter name(s) have '
-            f'no torchvision equivalent (e.g. {", ".join(bad[:3])}); only mmpretrain ResNet / '
-            'ResNet_CIFAR with BN layers and no deep stem map onto BackdoorBench\'s resnetNN')
-    out = OrderedDict((k, backbone_state[k].detach().cpu().clone())
-                      for k in sorted(backbone_state, key=_tv_order))
-    out['fc.weight'] = fc_weight.detach().cpu().clone().float()
-    out['fc.bias'] = fc_bias.detach().cpu().clone().float()
-    return out
-
-
-def torchvision_to_encoder(model_state: Dict[str, torch.Tensor], source: str = 'record'
-                           ) -> Tuple['OrderedDict[str, torch.Tensor]', torch.Tensor,
-                                      torch.Tensor]:
-    """Split a torchvision-style ResNet classifier state dict into backbone and head.
-
-    A ``module.`` prefix (``DataParallel``) on every key is dropped.
-
-    Args:
-        model_state (dict): The classifier's state dict (a record's ``model``).
-        source (str): Name of the file, for messages.
-
-    Returns:
-        tuple: ``(backbone_state, fc_weight, fc_bias)``; the backbone's names are mmpretrain's
-        ``ResNet`` / ``ResNet_CIFAR`` names (identical to torchvision's with BN layers).
-    """
-    state = dict(model_state)
-    if state and all(k.startswith('module.') for k in state):
-        state = {k[len('module.'):]: v for k, v in state.items()}
-    if 'fc.weight' not in state or 'fc.bias' not in state:
-        raise RecordError(
-            f'{source}: the model has no fc.weight / fc.bias (a torchvision-style ResNet '
-            f'classifier head); its keys look like {", ".join(list(state)[:3])}')
-    bad = [k for k in state if not _TV_KEY.match(k)]
-    if bad:
-        raise RecordError(
-            f'{source}: the model is not a torchvision-style ResNet: {len(bad)} key(s) have no '
-            f'mmpretrain ResNet equivalent (e.g. {", ".join(bad[:3])})')
-    w, b = state['fc.weight'], state['fc.bias']
-    if w.dim() != 2 or b.shape != (w.shape[0],):
-        raise RecordError(f'{source}: fc.weight {tuple(w.shape)} and fc.bias {tuple(b.shape)} '
-                          'are not a linear layer')
-    backbone = OrderedDict((k, state[k]) for k in sorted(state, key=_tv_order)
-                           if not k.startswith('fc.'))
-    return backbone, w, b
-
-
-def infer_backbone_cfg(model_name: str, backbone_state: Dict[str, torch.Tensor],
-                       source: str = 'record') -> dict:
-    """The mmpretrain backbone config of a torchvision-style ResNet state dict.
-
-    ``resnetNN`` gives the depth; a 7x7 stem is mmpretrain's ``ResNet`` (torchvision's own
-    stem), a 3x3 stem ``ResNet_CIFAR``; widths come from the tensors.
-    """
-    m = re.fullmatch(r'resnet(18|34|50|101|152)', model_name.lower())
-    if m is None:
-        raise RecordError(
-            f'{source}: model_name {model_name!r} cannot be imported: only torchvision-style '
-            'ResNets (resnet18/34/50/101/152) map onto an mmpretrain backbone; pass a backbone '
-            'config if the keys follow torchvision\'s layout anyway')
-    stem = backbone_state.get('conv1.weight')
-    first = backbone_state.get('layer1.0.conv1.weight')
-    if stem is None or first is None or stem.dim() != 4:
-        raise RecordError(f'{source}: the model has no conv1.weight / layer1.0.conv1.weight')
-    kernel = int(stem.shape[-1])
-    if kernel not in (3, 7):
-        raise RecordError(f'{source}: a {kernel}x{kernel} stem is neither torchvision\'s (7x7) '
-                          'nor the CIFAR one (3x3)')
-    return dict(type='ResNet' if kernel == 7 else 'ResNet_CIFAR', depth=int(m.group(1)),
-                stem_channels=int(stem.shape[0]), base_channels=int(first.shape[0]),
-                norm_cfg=dict(type='BN'))
-
-
-# ------------------------------------------------------------------------------------------
 # input normalization
 # ------------------------------------------------------------------------------------------
 def rescale_stem(weight: torch.Tensor, src: Tuple[Sequence[float], Sequence[float]],
@@ -469,10 +362,12 @@ def _to_pixel(norm: Tuple[Sequence[float], Sequence[float]]) -> Tuple[List[float
 # ------------------------------------------------------------------------------------------
 # the shared classifier
 # ------------------------------------------------------------------------------------------
-class BackdoorBenchClassifier(nn.Module):
+class BackdoorBenchClassifier(EncoderClassifier):
     """Encoder + linear head on pooled features, applied to pixel-space images.
 
-    This is the downstream classifier BackdoorBench sees: ``fc(avgpool(backbone(norm(x))))``.
+    This is the downstream classifier BackdoorBench sees: ``fc(avgpool(backbone(norm(x))))``, an
+    :class:`~bmaiu_plugin.evaluation.probe.EncoderClassifier` with the record's normalization
+    (``features``, ``logits``, ``predict`` come from it).
 
     Args:
         backbone (nn.Module): An mmpretrain backbone (tuple-of-stages or tensor output).
@@ -483,43 +378,24 @@ class BackdoorBenchClassifier(nn.Module):
 
     def __init__(self, backbone: nn.Module, fc: nn.Linear, mean: Sequence[float],
                  std: Sequence[float]):
-        super().__init__()
-        self.backbone = backbone
-        self.fc = fc
-        self.normalizer = PixelNormalizer(mean, std)
+        super().__init__(backbone, fc, normalizer=PixelNormalizer(mean, std))
 
-    def features(self, imgs: torch.Tensor) -> torch.Tensor:
-        """``(B, D)`` pooled features of ``(B, C, H, W)`` images in [0, 255]."""
-        return pool_features(self.backbone(self.normalizer(imgs)))
+    @property
+    def backbone(self) -> nn.Module:
+        """The encoder (the record's ``backbone``)."""
+        return self.encoder
 
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        """Logits of ``(B, C, H, W)`` images in [0, 255] (uint8 or float)."""
-        return self.fc(self.features(imgs))
-
-    @torch.no_grad()
-    def logits(self, imgs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Logits of many images, in eval mode and batches, returned on the CPU."""
-        self.eval()
-        dev = self.fc.weight.device
-        if len(imgs) == 0:
-            return torch.zeros(0, self.fc.out_features)
-        return torch.cat([self(imgs[i:i + batch_size].to(dev)).cpu()
-                          for i in range(0, len(imgs), batch_size)])
-
-    def predict(self, imgs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Predicted classes ``(N,)`` (CPU, long)."""
-        return self.logits(imgs, batch_size).argmax(1)
-
-
-def _pct(mask: torch.Tensor) -> float:
-    return 100. * mask.float().mean().item() if mask.numel() else float('nan')
+    @property
+    def fc(self) -> nn.Linear:
+        """The linear head (the record's ``fc``)."""
+        return self.head
 
 
 def _attack_metrics(pred_bd: torch.Tensor, bd_labels: torch.Tensor,
                     original: torch.Tensor) -> Dict[str, float]:
     """ASR and PA on the triggered items whose original label is not the target."""
-    nt = original != bd_labels
-    return dict(ASR=_pct(pred_bd[nt] == bd_labels[nt]), PA=_pct(pred_bd[nt] == original[nt]))
+    m = attack_rates(pred_bd, original, bd_labels)
+    return dict(ASR=m['ASR'], PA=m['PA'])
 
 
 # ------------------------------------------------------------------------------------------
@@ -528,21 +404,17 @@ def _attack_metrics(pred_bd: torch.Tensor, bd_labels: torch.Tensor,
 def load_cifar10(data_root: Optional[str], split: str, check_md5: bool = False
                  ) -> Tuple[torch.Tensor, torch.Tensor]:
     """CIFAR-10 ``split`` as ``(uint8 (N, 3, 32, 32) RGB images, long labels)``."""
-    from ..datasets.cifar import BackdoorCIFAR10
+    from ..datasets import BackdoorCIFAR10, dataset_arrays
     ds = BackdoorCIFAR10(data_root=data_root, split=split, check_md5=check_md5, pipeline=[],
                          test_mode=split == 'test')
-    infos = [ds.get_data_info(i) for i in range(len(ds))]
-    imgs = torch.from_numpy(np.stack([np.asarray(d['img'], dtype=np.uint8) for d in infos]))
-    labels = torch.tensor([int(d['gt_label']) for d in infos], dtype=torch.long)
-    return imgs.permute(0, 3, 1, 2).contiguous(), labels
+    imgs, labels = dataset_arrays(ds)
+    return imgs, labels.long()
 
 
-@torch.no_grad()
 def _encode(backbone: nn.Module, normalizer: nn.Module, imgs: torch.Tensor, batch_size: int,
             device) -> torch.Tensor:
     backbone.eval()
-    return torch.cat([pool_features(backbone(normalizer(imgs[i:i + batch_size].to(device)))).cpu()
-                      for i in range(0, len(imgs), batch_size)])
+    return encode_batched(backbone, normalizer, imgs, batch_size, device=device)
 
 
 def _probe_from(probe, source: str) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -741,6 +613,8 @@ def export_attack_record(encoder_checkpoint: str,
     if existing and not force:
         raise ConfigValueError(f'{existing[0]} exists; pass --force (force=True) to replace the '
                                'record')
+    backbone_cfg = _plain(dict(backbone))
+    model_name = bb_model_name(backbone_cfg)  # refuse what BackdoorBench cannot build, first
     trig_name, trig_cfg, target = _resolve_attack(attack, trigger_name, trigger, target)
     clean_data = 'cifar10'
     num_classes, img_hw = 10, (32, 32)
@@ -751,11 +625,10 @@ def export_attack_record(encoder_checkpoint: str,
         trig.check_fits(*img_hw)
 
     # the encoder, re-expressed for BackdoorBench's input normalization
-    backbone_cfg = _plain(dict(backbone))
     net = MODELS.build(dict(backbone))
     load_encoder_weights(net, encoder_checkpoint)
     state = OrderedDict((k, v.detach().cpu().clone()) for k, v in net.state_dict().items())
-    encoder_to_torchvision(state, torch.zeros(1, 1), torch.zeros(1))  # names check, early
+    encoder_to_bb(model_name, state, torch.zeros(num_classes, 1), torch.zeros(num_classes))
     bb_norm = BB_NORMALIZATION[clean_data]
     src_unit = _to_unit((mean, std))
     state['conv1.weight'] = rescale_stem(state['conv1.weight'], src_unit, bb_norm,
@@ -807,8 +680,9 @@ def export_attack_record(encoder_checkpoint: str,
                                f'{clean_data} has {num_classes} classes')
 
     # the classifier exactly as BackdoorBench will run it
-    model_state = encoder_to_torchvision(state, fc_w, fc_b)
-    backbone_state, w, b = torchvision_to_encoder(model_state)
+    model_state = encoder_to_bb(model_name, state, fc_w, fc_b)
+    check_loadable(model_name, model_state, num_classes)
+    backbone_state, w, b = bb_to_encoder(model_name, model_state)
     net.load_state_dict(backbone_state)
     fc = nn.Linear(feat_dim, num_classes).to(device)
     with torch.no_grad():
@@ -821,13 +695,11 @@ def export_attack_record(encoder_checkpoint: str,
     gen = torch.Generator().manual_seed(int(seed))
     trig.eval()
     with torch.no_grad():
-        bd_imgs = torch.cat([trig(test_imgs[poison_idx[i:i + batch_size]], generator=gen)
-                             for i in range(0, len(poison_idx), batch_size)]) \
-            if len(poison_idx) else test_imgs[:0]
+        bd_imgs = trig.stamp_batched(test_imgs[poison_idx], gen, batch_size)
     bd_orig = test_labels[poison_idx]
     pred_clean = clf.predict(test_imgs, batch_size)
     pred_bd = clf.predict(bd_imgs, batch_size)
-    metrics = dict(BA=_pct(pred_clean == test_labels),
+    metrics = dict(BA=percent(pred_clean == test_labels),
                    **_attack_metrics(pred_bd, torch.full_like(bd_orig, target), bd_orig))
 
     # files
@@ -846,7 +718,7 @@ def export_attack_record(encoder_checkpoint: str,
     indicator[poison_idx.numpy()] = 1
     trigger_state = {k: v.detach().cpu().clone() for k, v in trig.state_dict().items()}
     record = {
-        'model_name': f'resnet{int(backbone_cfg.get("depth", 18))}',
+        'model_name': model_name,
         'num_classes': num_classes,
         'model': model_state,
         'data_path': str(data_path),
@@ -992,9 +864,10 @@ def _record_backbone_cfg(cfg: dict, source: str) -> dict:
     """A backbone config read from a record: only the ResNets this bridge maps, and nothing
     that would load files (``init_cfg``, ``pretrained``)."""
     cfg = _plain(dict(cfg))
-    if cfg.get('type') not in ('ResNet', 'ResNet_CIFAR'):
+    if cfg.get('type') not in ('PreActResNet', 'ResNet', 'ResNet_CIFAR'):
         raise RecordError(f"{source}: the record's backbone type {cfg.get('type')!r} is not "
-                          'ResNet or ResNet_CIFAR; pass a backbone config (--config)')
+                          'PreActResNet, ResNet or ResNet_CIFAR; pass a backbone config '
+                          '(--config)')
     for key in ('init_cfg', 'pretrained'):
         cfg.pop(key, None)
     return cfg
@@ -1064,7 +937,7 @@ def import_attack_record(path: str,
         path = osp.join(path, RECORD_FILE)
     record = load_record(path)
     root = root or _default_root(path)
-    backbone_state, w, b = torchvision_to_encoder(record['model'], source=path)
+    backbone_state, w, b = bb_to_encoder(record['model_name'], record['model'], source=path)
     num_classes = int(record['num_classes'])
     if w.shape[0] != num_classes:
         raise RecordError(f'{path}: num_classes is {num_classes} but fc.weight has '
@@ -1125,7 +998,7 @@ def import_attack_record(path: str,
             limit = meta.get('num_test')
             if _is_int(limit) and 0 < int(limit) < len(labels):
                 imgs, labels = imgs[:int(limit)], labels[:int(limit)]
-            out.metrics['BA'] = _pct(clf.predict(imgs, batch_size) == labels)
+            out.metrics['BA'] = percent(clf.predict(imgs, batch_size) == labels)
             out.metrics['num_clean_test'] = int(len(labels))
     else:
         out.notes.append(f'clean data {record["clean_data"]!r} is not CIFAR-10: no BA')

@@ -1,12 +1,8 @@
-"""Models: encoder fine-tuning attacks and defenses, and CIFAR backbones."""
-from .badencoder import BadEncoder
-from .bmaiu import BMAIU
-from .finetune_base import EncoderFinetuneBase, ProbedEncoder
-from .baselines import CLPDefense, DecreeDetector, IBAUDefense
-
-__all__ = ["BadEncoder", "BMAIU", "EncoderFinetuneBase", "ProbedEncoder"]
-__all__ += ["CLPDefense", "DecreeDetector", "IBAUDefense"]
-from .sslcleanse import SSLCleanse  # noqa: E402
-__all__ += ["SSLCleanse"]
+"""Generic networks: CIFAR backbones, the encoder fine-tuning base, on-device preprocessors."""
 from .backbones import *  # noqa: F401,F403
-from . import data_preprocessor, perf  # noqa: E402,F401  (device SSL views, speed switches)
+from .data_preprocessor import DeviceMultiViewPreprocessor
+from .features import CIFAR10_MEAN, CIFAR10_STD, PixelNormalizer, pool_features
+from .finetune_base import EncoderFinetuneBase, ProbedEncoder
+
+__all__ = ['DeviceMultiViewPreprocessor', 'EncoderFinetuneBase', 'ProbedEncoder',
+           'PixelNormalizer', 'pool_features', 'CIFAR10_MEAN', 'CIFAR10_STD']

@@ -42,7 +42,7 @@ class DeviceMultiViewPreprocessor(SelfSupDataPreprocessor):
         seed (int, optional): Seed of the view stream; ``torch.initial_seed()`` at the first
             training call (the runner's ``randomness.seed``) by default.
         channels_last (bool): Return the views in ``torch.channels_last`` memory format
-            (:class:`~bmaiu_plugin.models.perf.ChannelsLastHook` switches it on).
+            (:class:`~bmaiu_plugin.engine.perf.ChannelsLastHook` switches it on).
         non_blocking (bool): Asynchronous host-to-device copy of the uint8 batch.
     """
 

@@ -21,13 +21,10 @@ from mmengine.dist import get_rank
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 
-from ..evaluation.probe import PixelNormalizer, pool_features
 from ..registry import MODELS
 from ..utils.checkpoint import load_encoder_weights
-
-CIFAR10_MEAN = (125.307, 122.961, 113.8575)
-CIFAR10_STD = (51.5865, 50.847, 51.255)
-
+from ..utils.data import encode_batched
+from .features import CIFAR10_MEAN, CIFAR10_STD, PixelNormalizer, pool_features
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy in eval mode with ``requires_grad=False``."""
@@ -122,9 +119,7 @@ class EncoderFinetuneBase(BaseModel):
     def encode_batched(self, encoder: nn.Module, imgs: torch.Tensor,
                        batch_size: int = 512) -> torch.Tensor:
         """Features of many pixel-space images, in batches, returned on the CPU."""
-        dev = self.step.device
-        return torch.cat([self.features(encoder, imgs[i:i + batch_size].to(dev)).cpu()
-                          for i in range(0, len(imgs), batch_size)])
+        return encode_batched(encoder, self.normalizer, imgs, batch_size, device=self.step.device)
 
     def step_generator(self, device) -> torch.Generator:
         """A generator seeded by (seed, step, rank): identical streams after a resume."""

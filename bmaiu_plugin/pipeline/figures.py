@@ -15,12 +15,11 @@ from typing import Dict, List, Optional, Sequence, TextIO
 
 import numpy as np
 
+from ..models.features import CIFAR10_MEAN, CIFAR10_STD
 from .report import (CUSTOM, RunIndex, attack_metrics, collect_runs, sweep_value,
                      trigger_cells)
 
 #: CIFAR-10 mean / std on the 0-255 scale (the configs' ``mean`` / ``std``).
-CIFAR10_MEAN = (125.307, 122.961, 113.8575)
-CIFAR10_STD = (51.5865, 50.847, 51.255)
 
 
 def _pyplot():
@@ -66,9 +65,9 @@ def encode_clean_triggered(checkpoint: str, backbone: dict, attack: str, num_ima
     from mmpretrain.registry import MODELS
 
     import bmaiu_plugin  # noqa: F401  (registers the plugin's backbones and triggers)
-    from bmaiu_plugin.datasets import BackdoorCIFAR10
+    from bmaiu_plugin.datasets import BackdoorCIFAR10, dataset_arrays
     from bmaiu_plugin.evaluation.presets import attack_triggers
-    from bmaiu_plugin.evaluation.probe import PixelNormalizer, pool_features
+    from bmaiu_plugin.models.features import PixelNormalizer, pool_features
     from bmaiu_plugin.triggers import build_trigger
     from bmaiu_plugin.utils.checkpoint import load_encoder_weights
 
@@ -81,9 +80,8 @@ def encode_clean_triggered(checkpoint: str, backbone: dict, attack: str, num_ima
     ds = BackdoorCIFAR10(data_root=data_root, check_md5=False, split='test', pipeline=[])
     n = min(num_images, len(ds))
     idx = np.sort(np.random.default_rng(seed).choice(len(ds), n, replace=False))
-    imgs = np.stack([ds.get_data_info(int(i))['img'] for i in idx])  # (N, H, W, C) uint8
-    labels = np.array([int(ds.get_data_info(int(i))['gt_label']) for i in idx])
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    x, labels = dataset_arrays(ds, indices=idx.tolist())
+    labels = labels.numpy()
     gen = torch.Generator().manual_seed(seed)
     clean, trig = [], []
     with torch.no_grad():

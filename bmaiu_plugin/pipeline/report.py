@@ -1,10 +1,10 @@
 """Results of a pipeline: ``results.csv`` (one row per run, encoder and trigger) and
 ``results.md`` (the paper's table shapes), read from the runs' ``metrics.json`` files.
 
-Also the helpers of ``tools/analysis/collect_metrics.py`` (:func:`rows`, :func:`compact_row`,
-:func:`fmt`), which imports them from here so that there is one copy.
+Also the table helpers :func:`rows`, :func:`compact_row` and :func:`fmt`, which
+``projects/cpu_study/tools/collect_metrics.py`` imports from here (one copy).
 
-``metrics.json`` comes in two forms (``bmaiu_plugin.engine.loops.summarize``): flat, for a run
+``metrics.json`` comes in two forms (``bmaiu_plugin.evaluation.loop.summarize``): flat, for a run
 that probes one encoder (``{'BA': .., 'ASR': .., 'PA': .., 'triggers': ..}``), or with one entry
 per encoder (``suspect`` / ``implanted`` / ``defended``) plus run-level scalars (``BTS``,
 ``CCS``, ``PL1``, ...).  ``ASR`` / ``PA`` / ``target`` are lists when ``triggers`` is.
@@ -32,7 +32,7 @@ MISSING = '—'
 
 
 # ------------------------------------------------------------------------------------------
-# helpers shared with tools/analysis/collect_metrics.py
+# helpers shared with projects/cpu_study/tools/collect_metrics.py
 # ------------------------------------------------------------------------------------------
 def as_list(v) -> list:
     """``v`` if it is a list, else ``[v]``."""

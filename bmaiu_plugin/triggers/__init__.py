@@ -4,4 +4,5 @@ from .ctrl import CTRLTrigger
 from .patch import PatchTrigger, RandomPatchFamily
 from .transforms import ApplyTrigger
 
-__all__ = ['BaseTrigger', 'build_trigger', 'PatchTrigger', 'RandomPatchFamily', 'CTRLTrigger', 'ApplyTrigger']
+__all__ = ['BaseTrigger', 'build_trigger', 'PatchTrigger', 'RandomPatchFamily', 'CTRLTrigger',
+           'ApplyTrigger']

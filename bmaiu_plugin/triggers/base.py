@@ -42,12 +42,32 @@ class BaseTrigger(nn.Module):
             out = out.to(imgs.dtype)
         return out[0] if squeeze else out
 
+    @torch.no_grad()
+    def stamp_batched(self, imgs: torch.Tensor, generator: Optional[torch.Generator] = None,
+                      batch_size: int = 256, device: Optional[torch.device] = None,
+                      to_cpu: bool = False) -> torch.Tensor:
+        """Stamp many images ``batch_size`` at a time (one ``forward`` per batch, so random
+        positions are drawn batch by batch from ``generator``).
+
+        Args:
+            imgs (Tensor): ``(N, C, H, W)`` images on any device.
+            generator (torch.Generator, optional): On ``device``.
+            batch_size (int): Images per call.
+            device (torch.device, optional): Where to stamp; the images' device by default.
+            to_cpu (bool): Return the result on the CPU.
+        """
+        out = [self(imgs[i:i + batch_size].to(device or imgs.device), generator=generator)
+               for i in range(0, len(imgs), batch_size)]
+        out = torch.cat(out) if out else imgs[:0].clone()
+        return out.cpu() if to_cpu else out
+
     def check_image_size(self, h: int, w: int) -> None:
         """Raise :class:`~bmaiu_plugin.utils.errors.ConfigValueError` if the trigger cannot be
         stamped on ``h x w`` images (a patch larger than the image, ...); any size by default."""
 
     @torch.no_grad()
-    def apply_numpy(self, img: np.ndarray, generator: Optional[torch.Generator] = None) -> np.ndarray:
+    def apply_numpy(self, img: np.ndarray,
+                    generator: Optional[torch.Generator] = None) -> np.ndarray:
         """Stamp one ``(H, W, C)`` uint8 image (the data-pipeline form)."""
         t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
         return self(t, generator).permute(1, 2, 0).numpy()

@@ -1,4 +1,8 @@
-"""CTRL's frequency-domain trigger (Li et al., ICCV 2023; algorithms.md section 2.2)."""
+"""CTRL's frequency-domain trigger.
+
+Li et al., "An Embarrassingly Simple Backdoor Attack on Self-supervised Learning", ICCV 2023;
+official code: github.com/meet-cs/CTRL (``utils/frequency.py``).
+"""
 import math
 from typing import Optional, Sequence, Tuple
 

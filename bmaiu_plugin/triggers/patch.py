@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import TRIGGERS
-from ..utils.errors import ConfigValueError
-from ..utils.validate import check_number, clip, open_image
+from ..utils.errors import ConfigValueError, clip
+from ..utils.validate import check_number, open_image
 from .base import BaseTrigger
 
 Position = Union[str, Sequence[int], Sequence[float]]
@@ -99,7 +99,8 @@ class PatchTrigger(BaseTrigger):
         lo, hi = (check_number('trigger area', a, 0, 1) for a in area)
         if not lo < hi:
             raise ConfigValueError(f'trigger area must satisfy 0 <= lo < hi <= 1, got {area}')
-        if not (position == 'random' or (isinstance(position, (list, tuple)) and len(position) == 2)):
+        fixed = isinstance(position, (list, tuple)) and len(position) == 2
+        if not (position == 'random' or fixed):
             raise ConfigValueError(f"trigger position must be 'random' or (y, x), got {position!r}")
         self.register_buffer('pattern', _load_pattern(pattern, size, channels, seed))
         self.size = int(self.pattern.shape[-1])

@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, UnsafeCheckpointError  # noqa: F401 (re-exported)
-from .safe_load import clip, safe_torch_load
+from .errors import clip
+from .safe_load import safe_torch_load
 
 __all__ = ['safe_torch_load', 'load_state_dict_file', 'match_backbone_state',
            'load_encoder_weights', 'check_finite']
@@ -39,7 +40,8 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
             return dict(load_file(path, device='cpu'))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f'{path} is not a readable safetensors file '
-                                  f'({clip(e, 120)}); replace it with a good copy') from None
+                                  f'({clip(str(e), 120, quote=False)}); replace it with a good '
+                                  'copy') from None
     obj = safe_torch_load(path, records='drop', kind='encoder checkpoint')
     if isinstance(obj, dict):
         for key in ('state_dict', 'model', 'net', 'encoder'):
@@ -47,7 +49,8 @@ def load_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj:
-        raise CheckpointError(f'{path} holds no state dict (found {clip(type(obj).__name__)})')
+        found = clip(type(obj).__name__, 80, quote=False)
+        raise CheckpointError(f'{path} holds no state dict (found {found})')
     tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f'{path} holds no tensors')
@@ -85,7 +88,7 @@ def match_backbone_state(state: Dict[str, torch.Tensor], backbone: nn.Module,
         if hits > best_hits:
             best, best_hits = prefix, hits
     if best_hits <= 0:
-        sample = ', '.join(clip(k, 60) for k in list(state)[:3])
+        sample = ', '.join(clip(k, 60, quote=False) for k in list(state)[:3])
         raise CheckpointError(
             f'{source} does not contain this backbone ({type(backbone).__name__}): none of its '
             f'{len(target)} parameter names were found (checkpoint keys look like: {sample})')

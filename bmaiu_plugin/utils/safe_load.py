@@ -27,7 +27,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .errors import CheckpointError, UnsafeCheckpointError, UnsafeFileError
+from .errors import CheckpointError, UnsafeCheckpointError, UnsafeFileError, clip
 
 __all__ = ['Pickled', 'RestrictedUnpickler', 'safe_pickle_load', 'safe_torch_load', 'decode',
            'sanitize_run_checkpoint']
@@ -38,12 +38,6 @@ MAX_PICKLE_BYTES = 1 << 30
 MAX_NODES = 1_000_000
 #: Deepest nesting of containers a decoded object may have.
 MAX_DEPTH = 64
-
-
-def clip(text: str, limit: int = 80) -> str:
-    """``text`` as printable ASCII of at most ``limit`` characters (for messages)."""
-    text = ascii(str(text))[1:-1]
-    return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
 class Pickled:
@@ -257,8 +251,8 @@ for _op in ('INST', 'OBJ', 'NEWOBJ_EX', 'EXT1', 'EXT2', 'EXT4', 'PERSID', 'NEXT_
 
 
 def _refusal(path: str, err: '_Refused', error_cls=UnsafeFileError) -> UnsafeFileError:
-    what = f'it names {clip(err.global_name)}, which is not data it may contain' \
-        if err.global_name else clip(err.reason, 120)
+    what = f'it names {clip(err.global_name, 80, quote=False)}, which is not data it may contain' \
+        if err.global_name else clip(err.reason, 120, quote=False)
     return error_cls(f'refused to load {path} as unsafe: {what}; loading it as a pickle '
                      'could run code it carries')
 
@@ -490,7 +484,7 @@ def _decode_dtype(rec) -> np.dtype:
 
 def _decode_array(rec) -> np.ndarray:
     args, state = rec.args, rec.state
-    if len(args) < 1 or _kind(args[0]) is not None or args[0] is not _DATA_RECORDS[_NDARRAY] \
+    if len(args) < 1 or args[0] is not _DATA_RECORDS[_NDARRAY] \
             or type(state) is not tuple or len(state) != 5 or state[0] != 1:
         raise _Malformed('a numpy array record of an unknown form')
     _, shape, dtype, fortran, raw = state
@@ -573,7 +567,7 @@ def decode(obj, numpy: bool = True, history: bool = False, drop_records: bool = 
             if v is None or type(v) in (bool, int, float, complex, str, bytes, bytearray) or \
                     isinstance(v, (torch.Tensor, np.ndarray, np.generic)):
                 return v
-            raise _Malformed(f'an object of type {clip(type(v).__name__)}')
+            raise _Malformed(f'an object of type {clip(type(v).__name__, 80, quote=False)}')
         if numpy and kind == _NP_ARRAY:
             return _decode_array(v)
         if numpy and kind == _NP_SCALAR:
@@ -582,7 +576,7 @@ def decode(obj, numpy: bool = True, history: bool = False, drop_records: bool = 
             return _decode_history(v, array)
         if drop_records:
             return None
-        raise _Malformed(f'a {clip(kind)} object where plain data was expected')
+        raise _Malformed(f'a {clip(kind, 80, quote=False)} object where plain data was expected')
 
     return walk(obj, 0)
 

@@ -24,7 +24,7 @@ import math
 import numbers
 from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
-from .errors import ConfigValueError
+from .errors import ConfigValueError, clip
 
 #: Keys every registry build consumes itself.
 BUILD_KEYS = frozenset({'type', '_scope_'})
@@ -33,15 +33,6 @@ FORWARDING = frozenset({
     'mmengine.optim.scheduler.lr_scheduler.LRSchedulerMixin',
     'mmengine.optim.scheduler.momentum_scheduler.MomentumSchedulerMixin',
     'mmpretrain.models.backbones.resnet_cifar.ResNet_CIFAR'})
-
-
-def clip(value: Any, width: int = 60) -> str:
-    """A short printable form of ``value`` for messages (``repr`` clipped to ``width``)."""
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001  (a broken __repr__ must not hide the real error)
-        text = f'<{type(value).__name__}>'
-    return text if len(text) <= width else text[:width - 3] + '...'
 
 
 def is_number(value: Any) -> bool:

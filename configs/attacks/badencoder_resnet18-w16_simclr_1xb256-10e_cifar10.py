@@ -1,5 +1,6 @@
-# BadEncoder at the CPU scale of docs/results.md: the width-16 CIFAR ResNet-18 of
-# configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py, 10 % shadow data, 10 epochs.
+# BadEncoder on the width-16 CIFAR ResNet-18 (128-d features) of
+# configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py: 10 % shadow data, 10 epochs.
+# The CPU-scale attack of docs/results.md and of configs/pipelines/quickstart.py.
 _base_ = ['./badencoder_resnet18_simclr_1xb256-20e_cifar10.py']
 max_epochs = 10
 model = dict(backbone=dict(stem_channels=16, base_channels=16))

@@ -1,6 +1,6 @@
-# ESTAS (reconstructed, see the full-width config) at the CPU scale of docs/results.md: the
-# width-16 CIFAR ResNet-18 of configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py,
-# 10 % shadow data, 10 epochs (the budget of the w16 BadEncoder config).
+# ESTAS (reconstructed, see the full-width config) on the width-16 CIFAR ResNet-18 of
+# configs/selfsup/simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py: 10 % shadow data, 10 epochs
+# (the budget of the w16 BadEncoder config).
 _base_ = ['./estas_resnet18_simclr_1xb256-20e_cifar10.py']
 max_epochs = 10
 model = dict(backbone=dict(stem_channels=16, base_channels=16))

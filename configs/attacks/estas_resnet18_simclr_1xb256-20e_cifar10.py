@@ -1,5 +1,6 @@
 # ESTAS-style attack (Xue & Lou, arXiv 2211.10908), RECONSTRUCTED: no official code exists.
-# What is reconstructed (algorithms.md section 2.5, from SSL-Cleanse's mitigator code):
+# Reconstructed from SSL-Cleanse's single-target-image attack (github.com/UCF-ML-Research/
+# SSL-Cleanse, mitigator/core/methods/byol.py, --one_image_path; docs/methods.md, "ESTAS"):
 # * one unlabeled target-class sample (a truck, class 9) as the only reference;
 # * the trigger (6x6 white square at ratio 0.9 of the free range) is pasted AFTER augmentation:
 #   the shadow images are augmented in the data pipeline and stamped on the device afterwards;

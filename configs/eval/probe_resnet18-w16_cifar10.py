@@ -1,4 +1,5 @@
-# Probe a width-16 CIFAR ResNet-18 encoder (the CPU-scale study); see probe_resnet18_cifar10.py.
+# Probe a width-16 CIFAR ResNet-18 encoder (the CPU scale of docs/results.md); see
+# probe_resnet18_cifar10.py.
 _base_ = ['./probe_resnet18_cifar10.py']
 model = dict(backbone=dict(stem_channels=16, base_channels=16))
 # probe trained on the first 10,000 training images (data_batch_1) instead of 50,000, so that

@@ -5,10 +5,11 @@
 # PATH: an mmengine checkpoint of an SSL model, a plain state dict or a .safetensors file
 # (loaded as tensors only).  evaluate_attack: 'badencoder' | 'estas' | 'sslbackdoor' | 'ctrl' |
 # 'multitarget' (or a list); none reports BA only.
-_base_ = ['../_base_/datasets/cifar10_probe.py', '../_base_/default_runtime.py']
+_base_ = [
+    '../_base_/models/resnet18_cifar.py',
+    '../_base_/datasets/cifar10_probe.py',
+    '../_base_/default_runtime.py',
+]
 encoder_checkpoint = None  # required
 evaluate_attack = None
-model = dict(type='ProbedEncoder',
-             backbone=dict(type='ResNet_CIFAR', depth=18, norm_cfg=dict(type='BN')),
-             encoder_checkpoint=encoder_checkpoint,
-             mean=[125.307, 122.961, 113.8575], std=[51.5865, 50.847, 51.255])
+model = dict(type='ProbedEncoder', encoder_checkpoint=encoder_checkpoint)

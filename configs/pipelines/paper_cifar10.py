@@ -55,12 +55,12 @@ attacks = dict(
     sslbackdoor=dict(
         name='SSL-Backdoor', type='poison', evaluate='sslbackdoor',
         config=dict(
-            simclr='configs/attacks/sslbackdoor_simclr_resnet18_1xb512-coslr-500e_cifar10.py',
-            byol='configs/attacks/sslbackdoor_byol_resnet18_1xb512-coslr-500e_cifar10.py')),
+            simclr='configs/attacks/sslbackdoor_resnet18_simclr_1xb512-coslr-500e_cifar10.py',
+            byol='configs/attacks/sslbackdoor_resnet18_byol_1xb512-coslr-500e_cifar10.py')),
     ctrl=dict(
         name='CTRL', type='poison', evaluate='ctrl',
-        config=dict(simclr='configs/attacks/ctrl_simclr_resnet18_1xb512-coslr-500e_cifar10.py',
-                    byol='configs/attacks/ctrl_byol_resnet18_1xb512-coslr-500e_cifar10.py')),
+        config=dict(simclr='configs/attacks/ctrl_resnet18_simclr_1xb512-coslr-500e_cifar10.py',
+                    byol='configs/attacks/ctrl_resnet18_byol_1xb512-coslr-500e_cifar10.py')),
     badencoder=dict(
         name='BadEncoder', type='finetune', evaluate='badencoder',
         config='configs/attacks/badencoder_resnet18_simclr_1xb256-20e_cifar10.py'),
@@ -71,19 +71,19 @@ attacks = dict(
         config='configs/attacks/badencoder-multitarget_resnet18_simclr_1xb64-20e_cifar10.py'),
 )
 
-_bmaiu_config = 'configs/bmaiu/bmaiu_resnet18_simclr_1xb256-5e-20e_cifar10.py'
+_bmaiu_config = 'configs/bmaiu_simclr_cifar10.py'
 defenses = dict(
-    clp=dict(name='CLP', tool='test', config='configs/defenses/clp_resnet18_simclr_u3_cifar10.py'),
+    clp=dict(name='CLP', tool='test', config='configs/defenses/clp_resnet18_u3_cifar10.py'),
     ibau=dict(name='I-BAU', tool='train',
-              config='configs/defenses/ibau_resnet18_simclr_1xb256-5e_cifar10.py'),
+              config='configs/defenses/ibau_resnet18_1xb256-5e_cifar10.py'),
     sslcleanse=dict(name='SSL-Cleanse', tool='train',
-                    config='configs/defenses/sslcleanse_resnet18_simclr_1xb256-20e_cifar10.py'),
+                    config='configs/defenses/sslcleanse_resnet18_1xb256-20e_cifar10.py'),
     bmaiu=dict(name='BMAIU', tool='train', config=_bmaiu_config),
     # the searched-trigger recipe of docs/bmaiu.md (stage 2 only, trigger re-searched per epoch)
-    bmaiu_search=dict(name='BMAIU-search', tool='train',
-                      config='configs/bmaiu/bmaiu-search_resnet18_simclr_1xb64-10e_cifar10.py'),
+    searched_trigger=dict(name='Searched trigger', tool='train',
+                      config='configs/searched_trigger/searched-trigger_resnet18_1xb64-10e_cifar10.py'),
     decree=dict(name='DECREE', tool='test',
-                config='configs/defenses/decree_resnet18_simclr_cifar10.py'),
+                config='configs/defenses/decree_resnet18_cifar10.py'),
     # Table 6: defense data ratio (10 % is `bmaiu`)
     bmaiu_ratio1=dict(name='1%', config=_bmaiu_config,
                       cfg_options={'train_dataloader.dataset.ratio': 0.01}),
@@ -123,7 +123,7 @@ studies = dict(
                 defenses=['clp', 'ibau', 'sslcleanse', 'bmaiu']),
     search=dict(title='BMAIU, paper trigger vs. searched trigger (SimCLR)', table='grid',
                 ssl=['simclr'], attacks=_four_attacks + ['multitarget'],
-                defenses=['bmaiu', 'bmaiu_search']),
+                defenses=['bmaiu', 'searched_trigger']),
     pl1=dict(title="DECREE's PL1 of the attacked encoders (SimCLR)", table='rows',
              ssl=['simclr'], attacks=_four_attacks, defenses=['decree'], row_label='attack',
              extra=['PL1']),

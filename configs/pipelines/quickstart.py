@@ -53,11 +53,11 @@ attacks = dict(
     sslbackdoor=dict(
         name='SSL-Backdoor', type='poison', evaluate='sslbackdoor',
         config=dict(
-            simclr='configs/attacks/sslbackdoor_simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py'),
+            simclr='configs/attacks/sslbackdoor_resnet18-w16_simclr_1xb256-coslr-8e_cifar10.py'),
         cfg_options={'train_dataloader.dataset.dataset.indices': 20000}),
     ctrl=dict(
         name='CTRL', type='poison', evaluate='ctrl',
-        config=dict(simclr='configs/attacks/ctrl_simclr_resnet18-w16_1xb256-coslr-8e_cifar10.py'),
+        config=dict(simclr='configs/attacks/ctrl_resnet18-w16_simclr_1xb256-coslr-8e_cifar10.py'),
         cfg_options={'train_dataloader.dataset.dataset.indices': 20000}),
     badencoder=dict(
         name='BadEncoder', type='finetune', evaluate='badencoder',
@@ -69,7 +69,7 @@ attacks = dict(
 
 defenses = dict(
     clp=dict(name='CLP', tool='test',
-             config='configs/defenses/clp_resnet18-w16_simclr_u3_cifar10.py'),
+             config='configs/defenses/clp_resnet18-w16_u3_cifar10.py'),
     bmaiu=dict(
         name='BMAIU', tool='train',
         config='configs/bmaiu/bmaiu_resnet18-w16_simclr_1xb256-5e-20e_cifar10.py',
@@ -81,9 +81,9 @@ defenses = dict(
         }),
     # the evidence-backed recipe (docs/bmaiu.md): a searched 10x10 trigger, re-searched every
     # epoch of stage 2 (no stage 1); 4 of its 10 epochs here, on the fine-tuning attacks only
-    bmaiu_search=dict(
-        name='BMAIU-search', tool='train',
-        config='configs/bmaiu/bmaiu-search_resnet18-w16_simclr_1xb64-10e_cifar10.py',
+    searched_trigger=dict(
+        name='Searched trigger', tool='train',
+        config='configs/searched_trigger/searched-trigger_resnet18-w16_1xb64-10e_cifar10.py',
         cfg_options={'train_cfg.max_epochs': 4, 'train_cfg.val_interval': 4}),
 )
 
@@ -99,9 +99,9 @@ studies = dict(
     search=dict(
         title='BMAIU with a searched custom trigger, on the fine-tuning attacks',
         table='grid', ssl=['simclr'], attacks=['badencoder', 'estas'],
-        defenses=['clp', 'bmaiu', 'bmaiu_search']),
+        defenses=['clp', 'bmaiu', 'searched_trigger']),
 )
 
 # Figure 3: t-SNE of 300 clean and 300 triggered test images, after the attack / after BMAIU
 # (one figure per BMAIU variant)
-figures = dict(tsne=dict(defenses=['bmaiu', 'bmaiu_search'], num_images=300, seed=0))
+figures = dict(tsne=dict(defenses=['bmaiu', 'searched_trigger'], num_images=300, seed=0))

@@ -3,12 +3,9 @@
 # transforms in the dataloader workers.  fp32.  See docs/speed.md.
 _base_ = ['./byol_resnet18-w16_1xb256-coslr-8e_cifar10.py']
 
+# mean / std / to_rgb: the base's (cifar10_ssl.py)
 data_preprocessor = dict(
-    _delete_=True,
     type='DeviceMultiViewPreprocessor',
     transforms='cifar10_ssl',  # = cifar10_ssl.py's view_pipeline (bmaiu_plugin.augment.PRESETS)
-    num_views=2,
-    mean=[125.307, 122.961, 113.8575],
-    std=[51.5865, 50.847, 51.255],
-    to_rgb=False)
+    num_views=2)
 train_dataloader = dict(dataset=dict(pipeline=[dict(type='PackInputs')]))

@@ -5,11 +5,9 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import build_conv_layer, build_norm_layer
 from mmengine.model import BaseModule, constant_init
-from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from ._utils import normalize_out_indices
+from ._utils import StagedBackbone
 
 
 class SELayer(BaseModule):
@@ -107,7 +105,7 @@ class SEBasicBlock(BaseModule):
 
 
 @MODELS.register_module()
-class SENet_CIFAR(BaseBackbone):
+class SENet_CIFAR(StagedBackbone):
     """SENet-18/34 for CIFAR-sized images.
 
     A ResNet of :class:`SEBasicBlock` units with the CIFAR stem (one ``3x3`` stride-1
@@ -168,21 +166,8 @@ class SENet_CIFAR(BaseBackbone):
                      dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
                  ]) -> None:
         super().__init__(init_cfg)
-        if depth not in self.arch_settings:
-            raise KeyError(f'invalid depth {depth} for SENet_CIFAR '
-                           f'(choose from {sorted(self.arch_settings)})')
-        if base_channels < 1:
-            raise ValueError(f'base_channels must be positive, got {base_channels}')
-        self.depth = depth
-        self.stage_blocks = self.arch_settings[depth]
-        self.num_stages = len(self.stage_blocks)
-        self.base_channels = base_channels
+        self._setup(depth, base_channels, out_indices, frozen_stages, norm_eval)
         self.stem_channels = stem_channels or base_channels
-        self.out_indices = normalize_out_indices(out_indices, self.num_stages)
-        if frozen_stages > self.num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} > {self.num_stages} stages')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
         self.zero_init_residual = zero_init_residual
 
         # CIFAR stem: 3x3 stride-1 conv, no max-pool
@@ -192,7 +177,6 @@ class SENet_CIFAR(BaseBackbone):
         self.add_module(self.norm1_name, norm1)
         self.relu = nn.ReLU(inplace=True)
 
-        self.res_layers = []
         channels = self.stem_channels
         for i, num_blocks in enumerate(self.stage_blocks):
             width = base_channels * self.width_multipliers[i]
@@ -205,7 +189,7 @@ class SENet_CIFAR(BaseBackbone):
                 channels = width
             name = f'layer{i + 1}'
             self.add_module(name, nn.Sequential(*blocks))
-            self.res_layers.append(name)
+            self.stage_names.append(name)
         #: Channels of the last stage's output (512 at the default width).
         self.out_channels = channels
 
@@ -226,18 +210,9 @@ class SENet_CIFAR(BaseBackbone):
                 if isinstance(m, SEBasicBlock):
                     constant_init(m.bn2, 0)
 
-    def _freeze_stages(self) -> None:
-        """Freeze the stem (``frozen_stages >= 0``) and the first ``frozen_stages`` stages."""
-        if self.frozen_stages >= 0:
-            self.norm1.eval()
-            for m in (self.conv1, self.norm1):
-                for param in m.parameters():
-                    param.requires_grad = False
-        for i in range(1, self.frozen_stages + 1):
-            stage = getattr(self, f'layer{i}')
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
+    def stem_modules(self) -> Tuple[nn.Module, ...]:
+        """The stem (frozen when ``frozen_stages >= 0``)."""
+        return (self.conv1, self.norm1)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Run the stem and the stages.
@@ -250,26 +225,4 @@ class SENet_CIFAR(BaseBackbone):
             last stage gives ``(B, 8 * base_channels, H / 8, W / 8)``.
         """
         x = self.relu(self.norm1(self.conv1(x)))
-        outs = []
-        for i, name in enumerate(self.res_layers):
-            x = getattr(self, name)(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-    def train(self, mode: bool = True) -> 'SENet_CIFAR':
-        """Set train/eval mode, keeping frozen stages (and all norms if ``norm_eval``) in eval.
-
-        Args:
-            mode (bool): Training mode. Defaults to True.
-
-        Returns:
-            SENet_CIFAR: ``self``.
-        """
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+        return self._run_stages(x, self.stage_names)

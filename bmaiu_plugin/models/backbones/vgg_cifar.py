@@ -4,15 +4,13 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_conv_layer, build_norm_layer
-from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-from ._utils import normalize_out_indices
+from ._utils import StagedBackbone
 
 
 @MODELS.register_module()
-class VGG_CIFAR(BaseBackbone):
+class VGG_CIFAR(StagedBackbone):
     """VGG with BatchNorm for CIFAR-sized images.
 
     Five stages of ``conv3x3-BN-ReLU`` units, each stage closed by a 2x2 max-pool, with widths
@@ -72,23 +70,9 @@ class VGG_CIFAR(BaseBackbone):
                      dict(type='Constant', val=1., layer=['_BatchNorm', 'GroupNorm']),
                  ]) -> None:
         super().__init__(init_cfg)
-        if depth not in self.arch_settings:
-            raise KeyError(f'invalid depth {depth} for VGG_CIFAR '
-                           f'(choose from {sorted(self.arch_settings)})')
-        if base_channels < 1:
-            raise ValueError(f'base_channels must be positive, got {base_channels}')
-        self.depth = depth
-        self.stage_blocks = self.arch_settings[depth]
-        self.num_stages = len(self.stage_blocks)
-        self.base_channels = base_channels
-        self.out_indices = normalize_out_indices(out_indices, self.num_stages)
-        if frozen_stages > self.num_stages:
-            raise ValueError(f'frozen_stages={frozen_stages} > {self.num_stages} stages')
-        self.frozen_stages = frozen_stages
-        self.norm_eval = norm_eval
+        self._setup(depth, base_channels, out_indices, frozen_stages, norm_eval)
         with_norm = norm_cfg is not None
 
-        self.stage_names = []
         channels = in_channels
         for i, num_convs in enumerate(self.stage_blocks):
             width = base_channels * self.width_multipliers[i]
@@ -110,14 +94,6 @@ class VGG_CIFAR(BaseBackbone):
 
         self._freeze_stages()
 
-    def _freeze_stages(self) -> None:
-        """Put the first ``frozen_stages`` stages in eval mode and stop their gradients."""
-        for i in range(max(self.frozen_stages, 0)):
-            stage = getattr(self, self.stage_names[i])
-            stage.eval()
-            for param in stage.parameters():
-                param.requires_grad = False
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Run the stages.
 
@@ -128,26 +104,4 @@ class VGG_CIFAR(BaseBackbone):
             tuple[torch.Tensor]: Outputs of the stages in ``out_indices``, in stage order; the
             last stage gives ``(B, 8 * base_channels, H / 32, W / 32)``.
         """
-        outs = []
-        for i, name in enumerate(self.stage_names):
-            x = getattr(self, name)(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
-
-    def train(self, mode: bool = True) -> 'VGG_CIFAR':
-        """Set train/eval mode, keeping frozen stages (and all norms if ``norm_eval``) in eval.
-
-        Args:
-            mode (bool): Training mode. Defaults to True.
-
-        Returns:
-            VGG_CIFAR: ``self``.
-        """
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+        return self._run_stages(x, self.stage_names)

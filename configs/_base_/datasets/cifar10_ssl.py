@@ -1,10 +1,11 @@
 # CIFAR-10, two augmented views per image (SimCLR / BYOL / MoCo v2 recipe on 32x32 images).
 # Data: $BMAIU_DATA_ROOT (or data/cifar10) holding cifar-10-batches-py/; never downloaded.
+_base_ = ['./cifar10_mean_std.py']
 dataset_type = 'BackdoorCIFAR10'
 data_preprocessor = dict(
     type='SelfSupDataPreprocessor',
-    mean=[125.307, 122.961, 113.8575],
-    std=[51.5865, 50.847, 51.255],
+    mean={{_base_.cifar10_mean}},
+    std={{_base_.cifar10_std}},
     to_rgb=False)  # CIFAR-10 batches are RGB already
 
 view_pipeline = [

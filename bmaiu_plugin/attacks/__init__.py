@@ -1,0 +1,10 @@
+"""The attacker's side: encoder fine-tuning attacks and poisoned pretraining data.
+
+Never imported by :mod:`bmaiu_plugin.defenses` (``tests/test_layout.py`` checks it).
+"""
+from .badencoder import (BadEncoder, badencoder_loss, effectiveness_loss, reference_loss,
+                         utility_loss)
+from .poison import PoisonedDataset, PoisonRecordHook
+
+__all__ = ['BadEncoder', 'PoisonedDataset', 'PoisonRecordHook', 'badencoder_loss',
+           'effectiveness_loss', 'reference_loss', 'utility_loss']

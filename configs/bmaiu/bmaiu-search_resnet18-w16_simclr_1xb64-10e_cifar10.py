@@ -1,7 +1,0 @@
-# The searched-trigger BMAIU recipe at the CPU scale of docs/results.md (width-16 CIFAR
-# ResNet-18, 5 % defense data; probe trained on the first 10,000 training images).
-_base_ = ['./bmaiu-search_resnet18_simclr_1xb64-10e_cifar10.py']
-model = dict(backbone=dict(stem_channels=16, base_channels=16))
-train_dataloader = dict(dataset=dict(ratio=0.05))
-val_cfg = dict(probe_dataloader=dict(dataset=dict(indices=10000)))
-test_cfg = dict(probe_dataloader=dict(dataset=dict(indices=10000)))

@@ -1,0 +1,4 @@
+# BYOL on CIFAR-10 with PreAct ResNet-18 (BackdoorBench's `preactresnet18`): the recipe of
+# byol_resnet18_1xb512-coslr-500e_cifar10.py with the backbone swapped.
+_base_ = ['./byol_resnet18_1xb512-coslr-500e_cifar10.py']
+model = dict(backbone=dict(_delete_=True, type='PreActResNet', depth=18))
