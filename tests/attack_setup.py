@@ -176,3 +176,21 @@ def run_finetune_attack(config: str, encoder_checkpoint: str, root: str, steps: 
     for batch in itertools.islice(batches, steps):
         model.train_step(batch, optim)
     return model
+
+
+def attack_before_after(config: str, attack: str, data, clean_encoder, attacked=None):
+    """Probe metrics of the evaluator's ``attack`` trigger before and after the attack
+    (``attacked``: the attacked model if it is already built, else it is built here)."""
+    (entry,) = attack_triggers(attack)
+    before = attack_metrics(clean_encoder.encoder, data, attack)[entry['name']]
+    model = attacked if attacked is not None else \
+        run_finetune_attack(config, clean_encoder.path, data.root, **ATTACK)
+    # the attack's premise: the downstream probe takes the attacker's reference for a target
+    ref_pred = fit_probe(clean_encoder.encoder, data)(
+        encode(clean_encoder.encoder, model.references[0])).argmax(1)
+    assert ref_pred.tolist() == [entry['target']], \
+        f'the clean probe classifies the reference image as {ref_pred.tolist()}'
+    after = attack_metrics(model.backbone, data, attack)[entry['name']]
+    print(f'\n[{attack}] clean BA {before["BA"]:.2f} ASR {before["ASR"]:.2f} -> attacked '
+          f'BA {after["BA"]:.2f} ASR {after["ASR"]:.2f}')
+    return before, after

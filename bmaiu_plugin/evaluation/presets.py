@@ -43,6 +43,17 @@ def attack_triggers(name: str) -> List[dict]:
         'multitarget': [dict(name=f'target{i}', target=i, trigger=dict(
             type='PatchTrigger', size=8, pattern=htba_path(i), position=(23, 23)))
             for i in range(10)],
+        # the trigger-family battery: BadEncoder's fine-tuning (target truck) with other triggers
+        'badencoder-patch4': [dict(name='badencoder-patch4', target=9, trigger=dict(
+            type='PatchTrigger', size=4, pattern='random', position=(2, 2), seed=7))],
+        'badencoder-patch14': [dict(name='badencoder-patch14', target=9, trigger=dict(
+            type='PatchTrigger', size=14, pattern='random', position='random', seed=8))],
+        'badencoder-blend': [dict(name='badencoder-blend', target=9, trigger=dict(
+            type='BlendTrigger', pattern='noise', alpha=0.2, seed=11))],
+        'badencoder-warp': [dict(name='badencoder-warp', target=9, trigger=dict(
+            type='WarpTrigger', k=4, strength=1.0, seed=5))],
+        'badencoder-ctrl': [dict(name='badencoder-ctrl', target=9, trigger=dict(
+            type='CTRLTrigger', magnitude=100))],
     }
     if name not in presets:
         raise ConfigValueError(f'unknown attack preset {name!r}; one of {sorted(presets)}')

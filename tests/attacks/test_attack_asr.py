@@ -37,30 +37,15 @@ attacked encoder vs. the clean one, same probe):
   SimCLR runs of 40-160 steps on 10, 3 or 2 classes, nor when continuing the pretrained encoder
   for 60 steps on poisoned vs. clean data (SSL-Backdoor ASR 19.9 vs. 18.4, CTRL 17.4 vs. 18.9).
 """
+import pytest
 import torch
 import torch.nn.functional as F
 
-from attack_setup import (ATTACK, BADENCODER_CONFIG, ESTAS_CONFIG, attack_metrics, encode,
-                          fit_probe, run_finetune_attack)
+from attack_setup import (ATTACK, BADENCODER_CONFIG, ESTAS_CONFIG, attack_before_after,
+                          attack_metrics, encode, fit_probe, run_finetune_attack)
 from bmaiu_plugin.evaluation.presets import attack_triggers
 
-
-def attack_before_after(config: str, attack: str, data, clean_encoder, attacked=None):
-    """Probe metrics of the evaluator's ``attack`` trigger before and after the attack
-    (``attacked``: the attacked model if it is already built, else it is built here)."""
-    (entry,) = attack_triggers(attack)
-    before = attack_metrics(clean_encoder.encoder, data, attack)[entry['name']]
-    model = attacked if attacked is not None else \
-        run_finetune_attack(config, clean_encoder.path, data.root, **ATTACK)
-    # the attack's premise: the downstream probe takes the attacker's reference for a target
-    ref_pred = fit_probe(clean_encoder.encoder, data)(
-        encode(clean_encoder.encoder, model.references[0])).argmax(1)
-    assert ref_pred.tolist() == [entry['target']], \
-        f'the clean probe classifies the reference image as {ref_pred.tolist()}'
-    after = attack_metrics(model.backbone, data, attack)[entry['name']]
-    print(f'\n[{attack}] clean BA {before["BA"]:.2f} ASR {before["ASR"]:.2f} -> attacked '
-          f'BA {after["BA"]:.2f} ASR {after["ASR"]:.2f}')
-    return before, after
+pytestmark = pytest.mark.slow  # real CIFAR-10, a short SimCLR run and fine-tuning attacks
 
 
 def test_badencoder_raises_asr(asr_data, clean_encoder, badencoder_suspect):

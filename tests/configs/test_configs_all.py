@@ -37,7 +37,7 @@ ATTACK_RE = re.compile(
     r'_\d+xb\d+(-[a-z0-9.]+)*_cifar10\.py$')
 #: {algo}_{backbone}[_{recipe}]_{data}.py for the SSL-agnostic defenses (no SSL token).
 DEFENSE_RE = re.compile(
-    r'^(?P<algo>clp|decree|ibau|sslcleanse)_(?P<backbone>(preact)?resnet18(-w16)?)'
+    r'^(?P<algo>clp|decree|finetune-control|ibau|sslcleanse)_(?P<backbone>(preact)?resnet18(-w16)?)'
     r'(_(u\d+|\d+xb\d+(-[a-z0-9.]+)*))?_cifar10\.py$')
 #: What the config tree no longer carries (replaced in the package layout).
 GONE_TYPES = ('ReferenceSetHook', 'SSLCleanseDetectHook', 'EvaluatorTriggersHook',

@@ -26,6 +26,7 @@ def run(cmd, data_root, timeout=300, cwd=REPO):
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_train_tool_bad_input_is_one_error_line(fake_cifar, tmp_path):
     root, _ = fake_cifar
     cfg = 'configs/bmaiu_simclr_cifar10.py'
@@ -65,6 +66,7 @@ def test_missing_dataset_is_one_error_line(tmp_path):
     assert 'Traceback' not in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not osp.isfile(MIM), reason='mim not installed next to this python')
 def test_mim_train_two_processes_and_mim_test(fake_cifar, tmp_path):
     """``mim train --launcher pytorch --gpus 2`` on CPU (gloo), then ``mim test`` an encoder."""
@@ -94,6 +96,7 @@ def test_mim_train_two_processes_and_mim_test(fake_cifar, tmp_path):
     assert t['target'] == 9
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_short_simclr_on_real_cifar10_then_probe(cifar_root, tmp_path):
     """A short real SimCLR run, then the linear probe: BA clearly above chance (10 %).
