@@ -201,3 +201,32 @@ def test_model_index_lists_every_config():
     for rel in EVERY:
         if rel.split('/')[1] in folders:
             assert rel in listed, f'{rel} is not in its folder metafile.yml'
+
+
+def _expand_braces(token: str) -> list:
+    """``a-{x,y}_b.py`` -> ``['a-x_b.py', 'a-y_b.py']`` (one level, as the docs write them)."""
+    m = re.search(r'\{([^{}]*)\}', token)
+    if m is None:
+        return [token]
+    return [w for alt in m.group(1).split(',')
+            for w in _expand_braces(token[:m.start()] + alt + token[m.end():])]
+
+
+def test_every_config_the_docs_name_exists():
+    docs = [osp.join(REPO_ROOT, 'README.md')] + glob.glob(osp.join(REPO_ROOT, 'docs', '*.md')) + \
+        glob.glob(osp.join(REPO_ROOT, 'configs', '*', 'README.md')) + \
+        glob.glob(osp.join(REPO_ROOT, 'projects', '*', 'README.md'))
+    shipped = {osp.basename(p) for p in EVERY + PROJECT_CONFIGS}
+    token = re.compile(r'[A-Za-z0-9_.{},\-]+_(?:cifar10|imagenet100)\.py')
+    missing, named = [], 0
+    for path in docs:
+        text = open(path, encoding='utf-8').read()
+        for t in token.findall(text):
+            for name in _expand_braces(t):
+                named += 1
+                if name.startswith(('_', '-')):
+                    continue  # a name fragment in prose ("the `_1xb512-..._cifar10.py` part")
+                if name not in shipped:
+                    missing.append(f'{osp.relpath(path, REPO_ROOT)}: {name}')
+    assert named > 50
+    assert not missing, missing
