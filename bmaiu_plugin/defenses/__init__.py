@@ -8,10 +8,11 @@ from .ibau import (EncoderClassifier, IBAUDefense, IBAUHook, ibau_hypergradient,
                    ibau_perturbation, ibau_unlearn)
 from .searched_trigger import SearchedTriggerUnlearning
 from .sslcleanse import SSLCleanse, mad_anomaly_index, sslcleanse_detect
-from .trigger_search import TriggerSearchHook, search_patch_pattern
+from .trigger_search import TriggerSearchHook, search_mask_pattern, search_patch_pattern
 
 __all__ = ['BaseDefense', 'FineTuneControl', 'BMAIU', 'BMAIUStageHook', 'unlearning_losses',
-           'SearchedTriggerUnlearning', 'TriggerSearchHook', 'search_patch_pattern', 'CLPDefense',
+           'SearchedTriggerUnlearning', 'TriggerSearchHook', 'search_mask_pattern',
+           'search_patch_pattern', 'CLPDefense',
            'clp_prune', 'clp_scores', 'conv_bn_pairs', 'decree_invert', 'mean_pairwise_cosine',
            'pl1_norm', 'EncoderClassifier', 'IBAUDefense', 'IBAUHook', 'ibau_hypergradient',
            'ibau_inner_map', 'ibau_perturbation', 'ibau_unlearn', 'SSLCleanse',

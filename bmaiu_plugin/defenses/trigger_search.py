@@ -127,6 +127,65 @@ def _search(encoder, normalizer, imgs, trigger, steps, lr, batch_size, objective
     return pattern.cpu(), dict(objective=objective, start=round(before, 4), end=round(after, 4))
 
 
+def search_mask_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.Tensor,
+                        area: float, steps: int = 200, lr: float = 0.1, batch_size: int = 128,
+                        penalty: float = 10., seed: int = 0
+                        ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, float]]:
+    """An area-bounded mask-and-pattern trigger ``(1 - m) x + m p`` the encoder collapses on.
+
+    As DECREE / Neural Cleanse's mask and pattern, but with the mask's area held to ``area``
+    pixels (a penalty ``penalty * relu(sum(m) - area) / area``) instead of searched for the
+    smallest: the trigger may take any shape and place, not its size.  Label-free: the value
+    maximised is the mean pairwise cosine of the triggered images' features.
+
+    Args:
+        encoder (nn.Module): The encoder (used in eval mode; its weights get no ``.grad``).
+        normalizer (nn.Module): Pixel space to the encoder's input.
+        imgs (Tensor): ``(N, C, H, W)`` uint8 clean images, ``N >= 2``.
+        area (float): Mask area in pixels (a 10x10 patch has 100).
+        steps (int): Adam steps. lr (float): Adam learning rate. batch_size (int): Images per
+            step. penalty (float): Weight of the area excess. seed (int): Batches and start.
+
+    Returns:
+        tuple: ``(mask (1, H, W) in [0, 1], pattern (C, H, W) in [0, 255], info)`` on the CPU;
+        ``info``: the collapse of a fixed batch ``start`` / ``end`` and the mask's ``area``.
+    """
+    check_number('mask search area', area, 0, inclusive=(False, True))
+    check_number('mask search steps', steps, 1, integer=True)
+    check_number('mask search batch_size', batch_size, 2, integer=True)
+    if len(imgs) < 2:
+        raise ConfigValueError('mask search needs at least 2 images')
+    device = module_device(encoder)
+    c, h, w = imgs.shape[1:]
+    g = torch.Generator().manual_seed(int(seed))
+    m_param = (torch.full((1, h, w), -3.) + 0.1 * torch.randn(1, h, w, generator=g))
+    p_param = torch.randn(c, h, w, generator=g)
+    m_param, p_param = m_param.to(device).requires_grad_(), p_param.to(device).requires_grad_()
+    opt = torch.optim.Adam([m_param, p_param], lr=lr)
+
+    def collapse(x, mask, pattern):
+        xt = (1 - mask) * x.float() + mask * pattern
+        return mean_pairwise_cosine(pool_features(encoder(normalizer(xt))))
+
+    eval_x = imgs[:min(len(imgs), max(batch_size, 256))].to(device)
+    with eval_mode(encoder):
+        with torch.no_grad():
+            start = collapse(eval_x, torch.sigmoid(m_param), 255 * torch.sigmoid(p_param))
+        for _ in range(int(steps)):
+            x = imgs[torch.randperm(len(imgs), generator=g)[:batch_size]].to(device)
+            mask, pattern = torch.sigmoid(m_param), 255 * torch.sigmoid(p_param)
+            loss = -collapse(x, mask, pattern) + penalty * F.relu(mask.sum() - area) / area
+            grads = torch.autograd.grad(loss, [m_param, p_param])
+            m_param.grad, p_param.grad = grads
+            opt.step()
+        mask, pattern = torch.sigmoid(m_param).detach(), 255 * torch.sigmoid(p_param).detach()
+        with torch.no_grad():
+            end = collapse(eval_x, mask, pattern)
+    return mask.cpu(), pattern.cpu(), dict(start=round(float(start), 4),
+                                           end=round(float(end), 4),
+                                           area=round(float(mask.sum()), 1))
+
+
 #: Keys of a search configuration (:func:`search_patch_pattern`'s arguments).
 SEARCH_KEYS = ('steps', 'lr', 'batch_size', 'objective', 'seed')
 

@@ -1,4 +1,5 @@
-"""The evaluator: linear probe (BA / ASR / PA), its loop, attack presets, diagnostics."""
+"""The evaluator: linear probe (BA / ASR / PA), its loop, attack presets, diagnostics, audit."""
+from .audit import audit_encoder, check_audit_cfg
 from .diagnostics import (check_pl1_cfg, implant_diagnostics, pl1_report, shadow_images,
                           trigger_shift)
 from .loop import BackdoorProbeLoop
@@ -9,4 +10,4 @@ from .probe import (EncoderClassifier, attack_rates, backdoor_metrics, classifie
 __all__ = ['BackdoorProbeLoop', 'BackdoorProbeMetric', 'EncoderClassifier', 'attack_rates',
            'backdoor_metrics', 'classifier_metrics', 'normalize_features', 'train_linear_probe',
            'check_pl1_cfg', 'implant_diagnostics', 'pl1_report', 'shadow_images',
-           'trigger_shift']
+           'trigger_shift', 'audit_encoder', 'check_audit_cfg']
