@@ -3,7 +3,7 @@
 # BackdoorBench's loading procedure (`backdoorbench verify`).  The figures of
 # docs/backdoorbench.md ("Checked on real CIFAR-10") come from this script.
 #   bash projects/backdoorbench_preact/run.sh            # WORK=work_dirs/bb_preact by default
-# About 30 minutes on 2 CPU cores.  Existing work dirs are reused (delete them to start over).
+# About 50 minutes on a shared 2-core CPU.  Existing work dirs are reused (delete them to start over).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
