@@ -22,6 +22,24 @@ def _replace_norm(node, old: str, new: str) -> None:
             _replace_norm(v, old, new)
 
 
+def _speed_switches(cfg: Config) -> None:
+    """``bf16_autocast`` / ``channels_last`` top-level flags to the optim wrapper / a hook."""
+    for key in ('bf16_autocast', 'channels_last'):
+        if not isinstance(cfg.get(key, False), bool):
+            raise ConfigValueError(f'{key} must be True or False, got {cfg[key]!r}')
+    if cfg.get('bf16_autocast', False) and cfg.get('optim_wrapper') is not None:
+        kind = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if kind not in ('OptimWrapper', 'AutocastOptimWrapper'):
+            raise ConfigValueError(f'bf16_autocast=True needs optim_wrapper.type=OptimWrapper, '
+                                   f'this config has {kind}; drop the flag or the wrapper')
+        cfg.optim_wrapper.type = 'AutocastOptimWrapper'
+        cfg.optim_wrapper.dtype = 'bfloat16'
+    if cfg.get('channels_last', False):
+        hooks = list(cfg.get('custom_hooks', None) or [])
+        if not any(isinstance(h, dict) and h.get('type') == 'ChannelsLastHook' for h in hooks):
+            cfg.custom_hooks = hooks + [dict(type='ChannelsLastHook')]
+
+
 def finalize_config(cfg: Config) -> Config:
     """Apply the plugin's run-time conventions to a loaded config.
 
@@ -33,6 +51,10 @@ def finalize_config(cfg: Config) -> Config:
     * The top-level ``encoder_checkpoint`` (what users pass with
       ``--cfg-options encoder_checkpoint=PATH``) is copied into every model dict that declares an
       ``encoder_checkpoint`` field, after checking the file exists.
+    * The speed switches as two top-level flags, so that a pipeline or a command line can set
+      them with ``--cfg-options`` (see :mod:`bmaiu_plugin.engine.perf`): ``bf16_autocast=True``
+      turns the ``OptimWrapper`` into an ``AutocastOptimWrapper`` (bf16 where the device computes
+      it natively, float32 elsewhere), ``channels_last=True`` adds a ``ChannelsLastHook``.
     * Pre-flight (:func:`~bmaiu_plugin.utils.validate.check_config`): every number finite, every
       component's ``type`` registered and its keys its arguments, the run's counts >= 1; a bad
       value is one :class:`~bmaiu_plugin.utils.errors.ConfigValueError` before any work starts.
@@ -71,6 +93,7 @@ def finalize_config(cfg: Config) -> Config:
             raise CheckpointError(f'encoder_checkpoint not found: {path}')
         if isinstance(cfg.get('model'), dict) and 'encoder_checkpoint' in cfg.model:
             cfg.model.encoder_checkpoint = path
+    _speed_switches(cfg)
     if cfg.get('evaluate_attack', None):
         from .evaluation.presets import expand_attacks
         triggers = expand_attacks(cfg.evaluate_attack)

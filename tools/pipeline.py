@@ -53,7 +53,8 @@ def _pipeline(args, status):
         cfg.merge_from_dict(args.cfg_options)
     work_dir = args.work_dir or cfg.get('work_dir') or 'work_dirs/pipeline'
     steps = expand(cfg, work_dir)
-    runner = PipelineRunner(select(steps, args.only), python=cfg.get('python'))
+    runner = PipelineRunner(select(steps, args.only), python=cfg.get('python'),
+                            estimates=cfg.get('estimates'))
     if args.dry_run:
         print('\n'.join(runner.describe()))
         return

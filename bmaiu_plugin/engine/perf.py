@@ -2,9 +2,11 @@
 
 * ``optim_wrapper = dict(type='AutocastOptimWrapper', dtype='bfloat16', optimizer=...)``: the
   forward pass (data preprocessor excluded: it augments in float32) runs under
-  ``torch.autocast(device, bfloat16)``.  Unlike mmengine's ``AmpOptimWrapper`` it works on the
-  CPU too and has no loss scaler (bf16 has fp32's exponent range), so it adds no host
-  synchronization per step.  On GPUs mmengine's ``AmpOptimWrapper(dtype='bfloat16')`` works as
+  ``torch.autocast(device, bfloat16)`` where the device computes bf16 natively (a GPU with
+  bf16 support, a CPU with AVX512-BF16 or AMX) and in float32 elsewhere, where emulated bf16
+  runs several times slower (``native_only=False`` forces it).  Unlike mmengine's
+  ``AmpOptimWrapper`` it works on the CPU too and has no loss scaler (bf16 has fp32's exponent
+  range), so it adds no host synchronization per step.  On GPUs mmengine's ``AmpOptimWrapper(dtype='bfloat16')`` works as
   well (with a GradScaler whose inf check syncs once per step).
 * ``custom_hooks = [dict(type='ChannelsLastHook')]``: model weights (and the views of a
   :class:`~bmaiu_plugin.models.data_preprocessor.DeviceMultiViewPreprocessor`) in
@@ -16,11 +18,12 @@
   graph at every random generator / Python-side branch and compiles far longer.
 """
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmpretrain.registry import HOOKS, OPTIM_WRAPPERS
@@ -34,6 +37,24 @@ def model_device_type(model: nn.Module) -> str:
     return p.device.type if p is not None else 'cpu'
 
 
+#: CPU feature checks of torch (``torch.cpu``) that mean native bf16 matrix arithmetic.
+_CPU_BF16_CHECKS = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether ``device_type`` computes bfloat16 natively, so that autocasting to it pays.
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later).  CPU: AVX512-BF16 or AMX
+    (oneDNN's bf16 kernels); without them bf16 is emulated and slower than float32.  Other
+    devices: ``False``.
+    """
+    if device_type == 'cuda':
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == 'cpu':
+        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in _CPU_BF16_CHECKS)
+    return False
+
+
 @OPTIM_WRAPPERS.register_module()
 class AutocastOptimWrapper(OptimWrapper):
     """``OptimWrapper`` whose ``optim_context`` autocasts to bfloat16 on the model's device.
@@ -41,20 +62,36 @@ class AutocastOptimWrapper(OptimWrapper):
     Args:
         dtype (str | torch.dtype): ``'bfloat16'`` (float16 needs loss scaling: use mmengine's
             ``AmpOptimWrapper``).
+        native_only (bool): Autocast only where the device computes bf16 natively
+            (:func:`native_bf16`), float32 elsewhere (logged once).  Defaults to True.
         **kwargs: ``OptimWrapper`` arguments (``optimizer``, ``clip_grad``, ...).
     """
 
-    def __init__(self, dtype='bfloat16', **kwargs):
+    def __init__(self, dtype='bfloat16', native_only: bool = True, **kwargs):
         super().__init__(**kwargs)
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         if dtype != torch.bfloat16:
             raise ValueError(f'AutocastOptimWrapper supports bfloat16 only, got {dtype}')
         self.cast_dtype = dtype
+        self.native_only = bool(native_only)
+        #: Whether the forward pass autocasts; decided on the first step from the device.
+        self.autocast: Optional[bool] = None
+
+    def autocast_enabled(self, device_type: str) -> bool:
+        """Decide (once) whether to autocast on ``device_type``; log the decision."""
+        if self.autocast is None:
+            self.autocast = not self.native_only or native_bf16(device_type)
+            how = ('bf16 autocast' if self.autocast else
+                   f'float32 (no native bf16 on this {device_type}: autocast would be slower)')
+            print_log(f'AutocastOptimWrapper: {how}', logger='current')
+        return self.autocast
 
     @contextmanager
     def optim_context(self, model: nn.Module):
+        device = model_device_type(model)
         with super().optim_context(model):
-            with torch.autocast(model_device_type(model), dtype=self.cast_dtype):
+            with torch.autocast(device, dtype=self.cast_dtype,
+                                enabled=self.autocast_enabled(device)):
                 yield
 
 

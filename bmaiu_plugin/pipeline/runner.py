@@ -24,9 +24,11 @@ import fnmatch
 import json
 import os
 import os.path as osp
+import queue
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
@@ -36,6 +38,8 @@ from mmengine.config import Config
 from ..engine.results import latest_checkpoint, set_aside, set_aside_training
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_keys
+from .progress import ProgressReporter, headline, hms
+from .report import load_metrics
 
 #: Attack name of the clean-encoder steps and defense name of the undefended ones.
 CLEAN = 'clean'
@@ -64,7 +68,7 @@ _STUDY_KEYS = {'title', 'table', 'ssl', 'attacks', 'defenses', 'metrics', 'row_l
 #: Top-level keys of a pipeline config; names starting with ``_`` are the file's own helper
 #: variables (``_budget = {...}`` used in ``options``) and are not read.
 TOP_KEYS = {'title', 'work_dir', 'python', 'options', 'ssl', 'attacks', 'defenses',
-            'evaluation', 'studies', 'figures'}
+            'evaluation', 'studies', 'figures', 'estimates'}
 _EVALUATION_KEYS = {'clean', 'config', 'cfg_options'}
 _FIGURE_KEYS = {'tsne'}
 _TSNE_KEYS = {'defenses', 'num_images', 'seed', 'data_root'}
@@ -459,11 +463,6 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
     return osp.abspath(ckpt) if ckpt and osp.isfile(ckpt) else None
 
 
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f'{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}'
-
-
 @dataclass
 class StepResult:
     """What happened to a step in one pipeline invocation.
@@ -492,12 +491,18 @@ class PipelineRunner:
         stream (TextIO, optional): Where progress goes; defaults to stdout.
         env (dict, optional): Extra environment variables of the steps.
         clock (callable): Time source (seconds), for tests.
+        estimates (dict, optional): ``{step-name glob: seconds}`` for the plan's ETA
+            (:class:`~bmaiu_plugin.pipeline.progress.ProgressReporter`).
+        interval (float, optional): Seconds between status lines (default: 1 on a terminal,
+            30 elsewhere).
     """
 
     def __init__(self, steps: List[Step], python: Optional[str] = None,
                  tools_dir: Optional[str] = None, stream: Optional[TextIO] = None,
                  env: Optional[Dict[str, str]] = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 estimates: Optional[Dict[str, float]] = None,
+                 interval: Optional[float] = None):
         names = [s.name for s in steps]
         if len(set(names)) != len(names):
             raise ConfigValueError(f'duplicate step names in the plan: {names}')
@@ -507,9 +512,10 @@ class PipelineRunner:
         self.stream = stream or sys.stdout
         self.env = env or {}
         self.clock = clock
+        self.progress = ProgressReporter(steps, self.stream, clock, estimates, interval)
 
     def _print(self, msg: str) -> None:
-        print(msg, file=self.stream, flush=True)
+        self.progress.print(msg)
 
     def _input_encoder(self, step: Step) -> Optional[str]:
         if step.upstream:
@@ -546,6 +552,7 @@ class PipelineRunner:
         n = len(self.steps)
         width = len(str(n))
         done_before = {s.name for s in self.steps if is_done(s)}
+        self.progress.begin([s.name for s in self.steps if s.name not in done_before])
         self._print(f'[pipeline] {n} steps: {len(done_before)} done earlier, '
                     f'{n - len(done_before)} to run')
         for i, step in enumerate(self.steps, 1):
@@ -561,21 +568,25 @@ class PipelineRunner:
                 self._print(f'{tag}: done earlier, skipped ({step.work_dir})')
                 continue
             left = [s.name for s in self.steps[i:] if s.name not in done_before]
-            self._print(f'{tag} ({step.kind}) starting; elapsed {_hms(self.clock() - start)}; '
+            self._print(f'{tag} ({step.kind}) starting; elapsed {hms(self.clock() - start)}; '
                         f'{len(left)} more to run after it'
                         + (f': {", ".join(left[:4])}{" ..." if len(left) > 4 else ""}'
                            if left else ''))
+            self.progress.step_started(step, tag)
             res = self._run_step(step, tag)
+            self.progress.step_finished(step, res.elapsed)
             results[step.name] = res
             if res.status == 'done':
-                self._print(f'{tag}: done in {_hms(res.elapsed)}')
+                summary = headline(step.kind, load_metrics(step.metrics_file))
+                self._print(f'{tag}: done in {hms(res.elapsed)}'
+                            + (f': {summary}' if summary else ''))
             else:
-                self._print(f'{tag}: FAILED after {_hms(res.elapsed)}: {res.message} '
+                self._print(f'{tag}: FAILED after {hms(res.elapsed)}: {res.message} '
                             f'(log: {step.log_file})')
         out = [results[s.name] for s in self.steps]
         counts = {k: sum(r.status == k for r in out) for k in ('done', 'cached', 'failed',
                                                                 'skipped')}
-        self._print(f'[pipeline] finished in {_hms(self.clock() - start)}: '
+        self._print(f'[pipeline] finished in {hms(self.clock() - start)}: '
                     + ', '.join(f'{v} {k}' for k, v in counts.items()))
         for r in out:
             if r.status == 'failed':
@@ -583,6 +594,37 @@ class PipelineRunner:
             elif r.status == 'skipped':
                 self._print(f'  skipped: {r.step.name}: {r.message}')
         return out
+
+    def _follow(self, proc: subprocess.Popen, log: TextIO, tag: str) -> int:
+        """Copy the step's output to its log, echo the marked lines, show the status line
+        at least every ``interval`` seconds while it runs; return its exit status."""
+        lines: 'queue.Queue[Optional[str]]' = queue.Queue()
+
+        def read():
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        while True:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                self.progress.tick()
+                continue
+            if line is None:
+                break
+            log.write(line)
+            self.progress.line(line)
+            if any(m in line for m in PROGRESS_MARKS):
+                text = line.strip()
+                if ' - mmengine - INFO - ' in text:
+                    text = text.split(' - mmengine - INFO - ', 1)[1]
+                self._print(f'    {tag}: {text[:160]}')
+            self.progress.tick()
+        reader.join()
+        return proc.wait()
 
     def _write_marker(self, step: Step, record: dict) -> None:
         with open(step.marker_file, 'w') as f:
@@ -629,15 +671,7 @@ class PipelineRunner:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, env=env, bufsize=1)
             try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    log.write(line)
-                    if any(m in line for m in PROGRESS_MARKS):
-                        text = line.strip()
-                        if ' - mmengine - INFO - ' in text:
-                            text = text.split(' - mmengine - INFO - ', 1)[1]
-                        self._print(f'    {tag}: {text[:160]}')
-                rc = proc.wait()
+                rc = self._follow(proc, log, tag)
             except BaseException:
                 proc.terminate()
                 proc.wait()
@@ -660,5 +694,5 @@ class PipelineRunner:
                 name=step.name, status='done', command=cmd, returncode=rc, checkpoint=ckpt,
                 metrics=osp.abspath(step.metrics_file), log=step.log_file,
                 elapsed_s=round(elapsed, 1)))
-            log.write(f'[pipeline] done in {_hms(elapsed)}\n')
+            log.write(f'[pipeline] done in {hms(elapsed)}\n')
         return StepResult(step, 'done', elapsed)

@@ -353,14 +353,33 @@ def test_simclr_w8_train_step_on_fake_data(fake_cifar, amp, channels_last):
     assert not torch.allclose(model.backbone.conv1.weight, before)
 
 
-def test_autocast_wrapper_runs_bf16_and_rejects_fp16():
+@pytest.mark.parametrize('native', [True, False])
+def test_autocast_wrapper_bf16_where_native_and_rejects_fp16(monkeypatch, native):
+    from bmaiu_plugin.engine import perf
+    monkeypatch.setattr(perf, 'native_bf16', lambda device: native)
     model = torch.nn.Linear(4, 4)
     ow = AutocastOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     with ow.optim_context(model):
+        out = model(torch.randn(2, 4))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    assert ow.autocast is native
+    forced = AutocastOptimWrapper(native_only=False,
+                                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with forced.optim_context(model):
         assert model(torch.randn(2, 4)).dtype == torch.bfloat16
     with pytest.raises(ValueError):
         AutocastOptimWrapper(dtype='float16',
                              optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_native_bf16_reads_the_device(monkeypatch):
+    from bmaiu_plugin.engine.perf import native_bf16
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False, raising=False)
+    assert native_bf16('cpu') is False
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: True, raising=False)
+    assert native_bf16('cpu') is True
+    assert native_bf16('mps') is False
 
 
 def test_compile_modules_hook_keeps_state_dict_keys():
@@ -432,3 +451,25 @@ def test_benchmark_script_runs_and_writes_json(fake_cifar, tmp_path):
         assert (r['gflop_per_image'] > 0) == (r['task'] != 'simclr-views')  # views: no FLOPs
         assert r['pct_peak'] == pytest.approx(100 * r['tflops'])  # against the 1 TFLOP/s peak
     assert res['meta']['batch_size'] == 8 and res['meta']['data'] == root
+
+
+def test_speed_switch_flags_set_the_wrapper_and_the_hook():
+    """``bf16_autocast`` / ``channels_last`` (what a pipeline passes with --cfg-options) turn
+    into the optim wrapper and one ChannelsLastHook; a bad value is one error up front."""
+    from bmaiu_plugin.apis import _speed_switches
+    from bmaiu_plugin.utils.errors import ConfigValueError
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=1.)),
+                      custom_hooks=[dict(type='PrepareModelHook')],
+                      bf16_autocast=True, channels_last=True))
+    _speed_switches(cfg)
+    _speed_switches(cfg)  # idempotent
+    assert cfg.optim_wrapper.type == 'AutocastOptimWrapper'
+    assert cfg.optim_wrapper.dtype == 'bfloat16' and cfg.optim_wrapper.optimizer.lr == 1.
+    assert [h['type'] for h in cfg.custom_hooks] == ['PrepareModelHook', 'ChannelsLastHook']
+    off = Config(dict(optim_wrapper=dict(type='OptimWrapper'), bf16_autocast=False))
+    _speed_switches(off)
+    assert off.optim_wrapper.type == 'OptimWrapper' and 'custom_hooks' not in off
+    for bad in (dict(channels_last='yes'),
+                dict(bf16_autocast=True, optim_wrapper=dict(type='AmpOptimWrapper'))):
+        with pytest.raises(ConfigValueError, match='bf16_autocast|channels_last'):
+            _speed_switches(Config(bad))

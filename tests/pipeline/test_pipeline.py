@@ -33,7 +33,7 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 # A stand-in for tools/train.py and tools/test.py: same arguments; the "config" is a Python
 # literal saying what to write ({'metrics': {...}} or {'fail': True}).
 FAKE_TOOL = textwrap.dedent('''
-    import argparse, ast, json, os, sys
+    import argparse, ast, json, os, sys, time
     TOOL = {tool!r}
     p = argparse.ArgumentParser()
     p.add_argument('config')
@@ -47,7 +47,8 @@ FAKE_TOOL = textwrap.dedent('''
     os.makedirs(a.work_dir, exist_ok=True)
     with open(os.path.join(a.work_dir, 'calls.txt'), 'a') as f:
         f.write(json.dumps(dict(argv=sys.argv[1:], opts=opts)) + '\\n')
-    print('Epoch(train) [1][1/1] fake progress line')
+    print('Epoch(train) [1][1/1] fake progress line  eta: 0:00:01', flush=True)
+    time.sleep(spec.get('sleep', 0))
     if spec.get('fail'):
         print('error: boom', file=sys.stderr)
         sys.exit(2)
@@ -230,6 +231,31 @@ def test_run_skip_if_done_and_resume(tmp_path, fake_tools):
     assert status['simclr/ctrl/none'] == 'done' and status['simclr/ctrl/bmaiu'] == 'done'
     assert sum(v == 'cached' for v in status.values()) == 8
     assert '--resume' in _calls(by['simclr/ctrl/none'])[-1]['argv']
+
+
+def test_live_status_lines_and_step_summaries(tmp_path, fake_tools):
+    """A step that runs for a while gets status lines (here every 0.2 s); a finished step's
+    line carries its headline metrics."""
+    cfg = Config(dict(
+        ssl=dict(simclr=dict(config=_conf(tmp_path, 'simclr', {'sleep': 1.5, 'metrics': {
+            'BA': 36.0}}))),
+        attacks=dict(badencoder=dict(type='finetune', evaluate='badencoder', config=_conf(
+            tmp_path, 'bad', {'metrics': {'BA': 35.75, 'ASR': 87.48, 'PA': 2.28,
+                                          'triggers': 'badencoder'}}))),
+        estimates={'*/clean/none': 2, '*': 1}))
+    steps = expand(cfg, str(tmp_path / 'wd'))
+    out = io.StringIO()
+    results = PipelineRunner(steps, tools_dir=fake_tools, stream=out, interval=0.2,
+                             estimates=cfg.estimates).run()
+    assert [r.status for r in results] == ['done', 'done']
+    text = out.getvalue()
+    status = [ln for ln in text.splitlines() if ln.startswith('    [1/2] simclr/clean/none  ')]
+    assert len(status) >= 3, text
+    assert 'epoch 1 [1/1]' in status[-1] and '(ETA ' in status[-1]
+    assert '[1/2] simclr/clean/none: done in 0:00:0' in text and ': BA 36.00\n' in text
+    assert '[2/2] simclr/badencoder/none: done in ' in text
+    assert text.rstrip().count('BA 35.75 ASR 87.48 PA 2.28') == 1
+    assert 'eta: 0:00:01' in open(steps[0].log_file).read()
 
 
 def test_failing_step_is_reported_and_dependents_skipped(tmp_path, fake_tools):
@@ -465,13 +491,29 @@ def test_shipped_pipelines_expand(path, tmp_path):
 def test_quickstart_plan(tmp_path):
     cfg = Config.fromfile(osp.join(REPO, 'configs/pipelines/quickstart.py'))
     steps = expand(cfg, str(tmp_path))
-    assert len(steps) == 15
-    assert {s.attack for s in steps} == {'clean', 'badencoder', 'estas', 'sslbackdoor', 'ctrl'}
-    assert {s.defense for s in steps} == {'none', 'clp', 'bmaiu', 'searched_trigger'}
-    # the searched-trigger recipe runs on the fine-tuning attacks only
-    assert {s.attack for s in steps if s.defense == 'searched_trigger'} == {'badencoder', 'estas'}
+    assert len(steps) == 11
+    assert {s.attack for s in steps} == {'clean', 'badencoder', 'estas'}
+    assert {s.defense for s in steps} == {'none', 'clp', 'bmaiu', 'searched_trigger', 'finetune'}
     assert all('-w16' in s.config or s.attack == 'estas' and s.defense == 'none'
                for s in steps)
+    # the fast paths on every step; the SSL views made on the device
+    assert all(s.cfg_options['bf16_autocast'] is True and s.cfg_options['channels_last'] is True
+               for s in steps)
+    assert steps[0].config.endswith('-devaug_cifar10.py')
+    # the opt-in poisoning rows: the same steps (same work dirs, so they are reused) plus
+    # SSL-Backdoor and CTRL with CLP and BMAIU
+    poison = expand(Config.fromfile(osp.join(REPO, 'configs/pipelines/quickstart_poisoning.py')),
+                    str(tmp_path))
+    by = {s.name: s for s in poison}
+    assert len(poison) == 17 and all(by[s.name].work_dir == s.work_dir for s in steps)
+    extra = sorted(set(by) - {s.name for s in steps})
+    assert extra == sorted(f'simclr/{a}/{d}' for a in ('ctrl', 'sslbackdoor')
+                           for d in ('bmaiu', 'clp', 'none'))
+    est = PipelineRunner(poison, stream=io.StringIO(),
+                         estimates=Config.fromfile(osp.join(
+                             REPO, 'configs/pipelines/quickstart_poisoning.py')).estimates)
+    assert est.progress.estimate(by['simclr/ctrl/none']) == 300.
+    assert est.progress.estimate(by['simclr/badencoder/none']) == 60.
 
 
 def test_cli_dry_run(tmp_path, capsys):
@@ -488,7 +530,7 @@ def test_cli_dry_run(tmp_path, capsys):
     finally:
         os.chdir(cwd)
     out = capsys.readouterr().out
-    assert rc == 0 and out.startswith('pipeline: 15 steps')
+    assert rc == 0 and out.startswith('pipeline: 11 steps')
     assert f'--work-dir {tmp_path}/qs/simclr/badencoder/bmaiu' in out
     assert not osp.exists(tmp_path / 'qs')
     assert cli.main([str(tmp_path / 'nope.py'), '--dry-run']) == 2
