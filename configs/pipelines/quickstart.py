@@ -13,8 +13,7 @@
 #   4 of its 10 epochs) and the fine-tuning-only control with the searched recipe's data, epochs
 #   and clean-consistency loss but no trigger terms (what any fine-tuning removes);
 # * probe: the paper's linear probe, fit on 5,000 training images, tested on 2,000 test images.
-# Every training step runs with bf16 autocast where the CPU or GPU computes bf16 natively
-# (AVX512-BF16 / AMX, Ampere and later; float32 elsewhere) and channels-last weights.
+# Every step runs with channels-last weights; the SimCLR views are made as batched tensor ops.
 # 11 steps.  docs/results.md ("Quickstart pipeline") has measured runs, beside the earlier
 # settings; `estimates` below are the step times of such a run (the live ETA scales them by how
 # fast this machine runs the first steps).
@@ -43,8 +42,8 @@ options = dict(
         'test_cfg.probe_dataloader.dataset.indices': 5000,
         'val_dataloader.dataset.indices': 2000,
         'test_dataloader.dataset.indices': 2000,
-        # the fast paths (bmaiu_plugin/engine/perf.py); bf16 only where it is native
-        'bf16_autocast': True,
+        # channels-last weights (bmaiu_plugin/engine/perf.py): 1.2-1.5x per step on 2-core CPUs;
+        # bf16 autocast ('bf16_autocast': True) pays on GPUs and on some CPUs only (docs/speed.md)
         'channels_last': True,
         'default_hooks.logger.interval': 10,
     },

@@ -1,7 +1,6 @@
 # byol_resnet18-w16_1xb256-coslr-8e_cifar10.py with the views made by the data preprocessor
 # (DeviceMultiViewPreprocessor, batched tensor ops, same CIFAR-10 recipe) instead of mmpretrain
-# transforms in the dataloader workers, bf16 autocast where the CPU or GPU computes bf16 natively
-# (float32 elsewhere) and channels-last weights.  See docs/speed.md.
+# transforms in the dataloader workers; channels-last weights.  See docs/speed.md.
 _base_ = ['./byol_resnet18-w16_1xb256-coslr-8e_cifar10.py']
 
 # mean / std / to_rgb: the base's (cifar10_ssl.py)
@@ -10,6 +9,6 @@ data_preprocessor = dict(
     transforms='cifar10_ssl',  # = cifar10_ssl.py's view_pipeline (bmaiu_plugin.augment.PRESETS)
     num_views=2)
 train_dataloader = dict(dataset=dict(pipeline=[dict(type='PackInputs')]))
-# AutocastOptimWrapper (native bf16 only) and ChannelsLastHook (bmaiu_plugin/engine/perf.py)
-bf16_autocast = True
+# ChannelsLastHook (bmaiu_plugin/engine/perf.py); add bf16_autocast = True where bf16 pays (GPUs,
+# some CPUs: tools/benchmark.py --amp bf16 tells)
 channels_last = True

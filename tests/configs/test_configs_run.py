@@ -18,6 +18,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmpretrain.registry import HOOKS
 
 import bmaiu_plugin  # noqa: F401  (registration)
 from bmaiu_plugin.apis import finalize_config
@@ -34,6 +35,7 @@ SMALL_BUDGETS = {'steps': 2, 'restart_steps': 2, 'rounds': 2, 'steps_per_round':
 BATCH = 4
 
 
+@HOOKS.register_module(force=True)
 class OneIterPerEpoch(Hook):
     """Cut every training epoch to its first batch (the loop's iteration counts, and so the
     schedulers, stay those of the real run)."""
@@ -161,7 +163,7 @@ def test_config_runs_one_iteration_and_evaluates(rel, tiny_data, tmp_path, monke
         else:
             cfg.train_cfg.update(max_epochs=epochs, val_interval=epochs)
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type=OneIterPerEpoch)]
+            dict(type='OneIterPerEpoch')]
     cfg = finalize_config(cfg)
     init_default_scope('mmpretrain')
     runner = Runner.from_cfg(cfg)
