@@ -8,13 +8,13 @@ users run it:
 
 * SimCLR, ``plugin``: ``model.train_step`` of the quickstart's SimCLR config on a ``DataLoader``
   that only packs uint8 images; the two views are made on the device in one batch
-  (``DeviceMultiViewPreprocessor``); with ``--fast`` (default) bf16 autocast where the device
-  computes it natively and channels-last, as the quickstart runs it.
+  (``DeviceMultiViewPreprocessor``); channels-last, as the quickstart runs it (``--no-fast``:
+  without; ``--bf16``: bf16 autocast too, where the device computes it natively).
 * SimCLR, ``lightly``: a ``torchvision``-style dataset of PIL images, lightly's
   ``SimCLRTransform`` (per-sample PIL transforms with the same recipe: crop scale 0.2-1, flip,
   jitter 0.4/0.4/0.4/0.1 at p 0.8, grayscale 0.2, no blur), its ``NTXentLoss``, plain
-  ``torch.optim.SGD``, fp32 as its examples do (``--peer-fast`` adds the plugin's bf16 /
-  channels-last to it, to separate the data path from the arithmetic).
+  ``torch.optim.SGD``, fp32 as its examples do (``--peer-fast`` adds the plugin's switches to
+  it, to separate the data path from the arithmetic).
 * probe, ``plugin``: ``BackdoorProbeLoop``'s work: features of the probe's training images and
   of the clean and triggered test images, once each, then the linear probe on cached features.
 * probe, ``lightly``: ``lightly.utils.benchmarking.LinearClassifier`` on the frozen encoder with
@@ -55,9 +55,11 @@ def parse_args(argv=None):
     p.add_argument('--workers', type=int, nargs='+', default=[0, 2],
                    help='DataLoader worker counts to time (each side, each count)')
     p.add_argument('--no-fast', dest='fast', action='store_false',
-                   help='plugin in float32 without channels-last')
+                   help='plugin without channels-last')
+    p.add_argument('--bf16', action='store_true',
+                   help='bf16 autocast (where native) on the plugin and the --peer-fast peer')
     p.add_argument('--peer-fast', action='store_true',
-                   help='also time lightly with the plugin\'s bf16 / channels-last switches')
+                   help='also time lightly with the plugin\'s switches (channels-last, --bf16)')
     p.add_argument('--probe-train', type=int, default=5000, help='probe training images')
     p.add_argument('--probe-test', type=int, default=2000, help='probe test images')
     p.add_argument('--probe-epochs', type=int, default=None,
@@ -121,15 +123,16 @@ def forever(loader):
         yield from loader
 
 
-def build_plugin(fast: bool):
-    """The SimCLR model and optim wrapper of ``CFG`` (``fast``: the quickstart's switches)."""
+def build_plugin(fast: bool, bf16: bool = False):
+    """The SimCLR model and optim wrapper of ``CFG`` (``fast``: channels-last, as the
+    quickstart; ``bf16``: bf16 autocast where native)."""
     from mmengine.optim import build_optim_wrapper
     from mmpretrain.registry import MODELS
 
     from bmaiu_plugin.apis import _speed_switches
     from bmaiu_plugin.engine.perf import to_channels_last
     cfg = load_cfg(CFG)
-    cfg.bf16_autocast = cfg.channels_last = fast
+    cfg.channels_last, cfg.bf16_autocast = fast, bf16
     _speed_switches(cfg)
     torch.manual_seed(0)
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
@@ -143,7 +146,7 @@ def bench_simclr(args, data: Data, rows: list) -> None:
     from mmengine.dataset import default_collate
     from torch.utils.data import DataLoader
     B = args.batch_size
-    cfg, model, ow = build_plugin(args.fast)
+    cfg, model, ow = build_plugin(args.fast, args.bf16)
     opt_cfg = {k: v for k, v in cfg.optim_wrapper.optimizer.items() if k != 'type'}
     temp = float(cfg.model.head.temperature)
     base_modules = copy.deepcopy(torch.nn.ModuleDict(dict(backbone=model.backbone,
@@ -160,12 +163,11 @@ def bench_simclr(args, data: Data, rows: list) -> None:
         dl = DataLoader(train, batch_size=B, shuffle=True, num_workers=w, drop_last=True,
                         collate_fn=default_collate, persistent_workers=w > 0)
         it = forever(dl)
-        secs, _ = time_steps(lambda: log_loss(model.train_step(next(it), ow)), args.iters,
+        secs, _ = time_steps(lambda it=it: log_loss(model.train_step(next(it), ow)), args.iters,
                              args.warmup, torch.device('cpu'))
-        mode = ow.autocast if hasattr(ow, 'autocast') else False
-        add('plugin', w, secs, f'device views; bf16 autocast {"on" if mode else "off"}; '
-            f'channels-last {"on" if args.fast else "off"}')
-        del it, dl
+        bf16 = bool(getattr(ow, 'autocast', False))
+        add('plugin', w, secs, f'device views; channels-last {"on" if args.fast else "off"}; '
+            f'bf16 autocast {"on" if bf16 else "off"}')
     if not have_lightly():
         print('  simclr  lightly: skipped (pip install lightly)', flush=True)
         return
@@ -189,24 +191,23 @@ def bench_simclr(args, data: Data, rows: list) -> None:
                             persistent_workers=w > 0)
             it = forever(dl)
 
-            def step():
+            def step(it=it):
                 (x0, x1), _ = next(it)
                 if fast:
                     x0, x1 = (x.contiguous(memory_format=torch.channels_last) for x in (x0, x1))
-                with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast and bool(
-                        getattr(ow, 'autocast', False))):
+                with torch.autocast('cpu', dtype=torch.bfloat16, enabled=fast and bf16):
                     z0 = peer['neck'](peer['backbone'](x0))[0]
                     z1 = peer['neck'](peer['backbone'](x1))[0]
                 loss = criterion(z0.float(), z1.float())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                return float(loss)
+                return float(loss.detach())
             secs, _ = time_steps(step, args.iters, args.warmup, torch.device('cpu'))
             add('lightly' + ('+fast' if fast else ''), w, secs,
-                'SimCLRTransform (PIL, per sample) + NTXentLoss' + (', bf16 + channels-last'
-                                                                   if fast else ', fp32'))
-            del it, dl
+                'SimCLRTransform (PIL, per sample) + NTXentLoss, fp32'
+                + (', channels-last' if fast else '') + (', bf16 autocast' if fast and bf16
+                                                         else ''))
 
 
 def bench_probe(args, data: Data, rows: list) -> None:
@@ -220,7 +221,7 @@ def bench_probe(args, data: Data, rows: list) -> None:
     from bmaiu_plugin.models.features import PixelNormalizer, pool_features
     from bmaiu_plugin.triggers import build_trigger
     from bmaiu_plugin.utils.data import batch_images, batch_labels_and_idx
-    cfg, model, _ = build_plugin(False)
+    cfg, model, _ = build_plugin(False)  # evaluation: float32, as the probe loop
     encoder = model.backbone
     encoder.eval()  # mmpretrain's ResNet.train() returns None: not chained
     ev = cfg.val_evaluator.to_dict()
@@ -269,7 +270,13 @@ def bench_probe(args, data: Data, rows: list) -> None:
     if not have_lightly():
         print('  probe   lightly: skipped (pip install lightly)', flush=True)
         return
+    import logging
+    import warnings
+
     import pytorch_lightning as pl
+    warnings.filterwarnings('ignore', module='pytorch_lightning')
+    for name in ('pytorch_lightning', 'lightning.pytorch', 'lightning_fabric'):
+        logging.getLogger(name).setLevel(logging.ERROR)
     from lightly.utils.benchmarking import LinearClassifier
     from torchvision import transforms as T
 
@@ -306,7 +313,7 @@ def bench_probe(args, data: Data, rows: list) -> None:
 
 def print_table(rows: list) -> None:
     print(f'{"task":<8}{"side":<15}{"workers":>8}{"img/s":>10}{"seconds":>9}  '
-          f'{"plugin/peer":>11}  note')
+          f'{"plugin x":>11}  note')
     for r in rows:
         peer = [p for p in rows if p['task'] == r['task'] and p['side'] == 'plugin'
                 and p['workers'] == r['workers']]

@@ -6,8 +6,9 @@
   bf16 support, a CPU with AVX512-BF16 or AMX) and in float32 elsewhere, where emulated bf16
   runs several times slower (``native_only=False`` forces it).  Unlike mmengine's
   ``AmpOptimWrapper`` it works on the CPU too and has no loss scaler (bf16 has fp32's exponent
-  range), so it adds no host synchronization per step.  On GPUs mmengine's ``AmpOptimWrapper(dtype='bfloat16')`` works as
-  well (with a GradScaler whose inf check syncs once per step).
+  range), so it adds no host synchronization per step.  On GPUs mmengine's
+  ``AmpOptimWrapper(dtype='bfloat16')`` works as well (with a GradScaler whose inf check syncs
+  once per step).
 * ``custom_hooks = [dict(type='ChannelsLastHook')]``: model weights (and the views of a
   :class:`~bmaiu_plugin.models.data_preprocessor.DeviceMultiViewPreprocessor`) in
   ``torch.channels_last`` memory format, which cuDNN's tensor-core convolutions prefer.

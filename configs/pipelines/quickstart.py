@@ -1,5 +1,5 @@
 # Quickstart pipeline: the paper's Table 3 grid for the fine-tuning attacks, at a scale a 2-core
-# CPU finishes in about 10-15 min.
+# CPU finishes in about 20 min.
 #   mim run bmaiu_plugin pipeline configs/pipelines/quickstart.py [--work-dir DIR]
 # Data: real CIFAR-10 from $BMAIU_DATA_ROOT (default data/cifar10, holding cifar-10-batches-py/).
 #
@@ -107,12 +107,13 @@ studies = dict(
 # (one figure per BMAIU variant)
 figures = dict(tsne=dict(defenses=['bmaiu', 'searched_trigger'], num_images=300, seed=0))
 
-# seconds per step on a 2-core CPU, for the live ETA (the most specific matching step-name glob)
+# seconds per step, measured on a 2-core CPU (docs/results.md), for the live ETA (the most
+# specific matching step-name glob)
 estimates = {
-    '*/clean/none': 300,
-    '*/*/none': 60,
-    '*/*/clp': 20,
-    '*/*/bmaiu': 60,
-    '*/*/searched_trigger': 100,
-    '*/*/finetune': 60,
+    '*/clean/none': 260,
+    '*/*/none': 120,
+    '*/*/clp': 25,
+    '*/*/bmaiu': 90,
+    '*/*/searched_trigger': 185,
+    '*/*/finetune': 50,
 }

@@ -30,4 +30,4 @@ studies = dict(
         defenses=['clp', 'bmaiu', 'searched_trigger', 'finetune']),
 )
 
-estimates = {'*/sslbackdoor/none': 300, '*/ctrl/none': 300}
+estimates = {'*/sslbackdoor/none': 425, '*/ctrl/none': 365}

@@ -511,8 +511,8 @@ def test_quickstart_plan(tmp_path):
     est = PipelineRunner(poison, stream=io.StringIO(),
                          estimates=Config.fromfile(osp.join(
                              REPO, 'configs/pipelines/quickstart_poisoning.py')).estimates)
-    assert est.progress.estimate(by['simclr/ctrl/none']) == 300.
-    assert est.progress.estimate(by['simclr/badencoder/none']) == 60.
+    assert est.progress.estimate(by['simclr/ctrl/none']) == 365.
+    assert est.progress.estimate(by['simclr/badencoder/none']) == 120.
 
 
 def test_cli_dry_run(tmp_path, capsys):
