@@ -74,7 +74,7 @@ def check_estimates(estimates) -> Dict[str, float]:
     return {k: float(v) for k, v in estimates.items()}
 
 
-def headline(kind: str, metrics: Optional[dict]) -> str:
+def headline(metrics: Optional[dict]) -> str:
     """``BA 35.75 ASR 87.48 PA 2.28`` of a finished step (the defended encoder of a defense,
     with the suspect's ASR before it), or ``''`` without metrics."""
     if not metrics:

@@ -577,7 +577,7 @@ class PipelineRunner:
             self.progress.step_finished(step, res.elapsed)
             results[step.name] = res
             if res.status == 'done':
-                summary = headline(step.kind, load_metrics(step.metrics_file))
+                summary = headline(load_metrics(step.metrics_file))
                 self._print(f'{tag}: done in {hms(res.elapsed)}'
                             + (f': {summary}' if summary else ''))
             else:

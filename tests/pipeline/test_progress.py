@@ -113,14 +113,14 @@ def test_terminal_status_is_redrawn_in_place():
 
 
 def test_headline_of_finished_steps():
-    assert headline('attack', {'BA': 35.75, 'ASR': 87.48, 'PA': 2.28,
-                               'triggers': 'badencoder'}) == 'BA 35.75 ASR 87.48 PA 2.28'
+    assert headline({'BA': 35.75, 'ASR': 87.48, 'PA': 2.28,
+                     'triggers': 'badencoder'}) == 'BA 35.75 ASR 87.48 PA 2.28'
     defended = {'suspect': {'BA': 35.7, 'ASR': [87.5], 'PA': [2.3], 'triggers': ['badencoder']},
                 'defended': {'BA': 36.65, 'ASR': [17.14, 50.], 'PA': [12.97, 9.],
                              'triggers': ['badencoder', 'custom']}, 'CCS': 0.9}
-    assert headline('defense', defended) == 'BA 36.65 ASR 87.50 -> 17.14 PA 12.97'
-    assert headline('pretrain', {'BA': 36.0}) == 'BA 36.00'
-    assert headline('pretrain', None) == ''
+    assert headline(defended) == 'BA 36.65 ASR 87.50 -> 17.14 PA 12.97'
+    assert headline({'BA': 36.0}) == 'BA 36.00'
+    assert headline(None) == ''
 
 
 @pytest.mark.parametrize('bad', [[1], {'*': 0}, {'*': float('nan')}, {'*': 'fast'},
