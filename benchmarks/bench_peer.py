@@ -129,11 +129,11 @@ def build_plugin(fast: bool, bf16: bool = False):
     from mmengine.optim import build_optim_wrapper
     from mmpretrain.registry import MODELS
 
-    from bmaiu_plugin.apis import _speed_switches
+    from bmaiu_plugin.apis import apply_speed_switches
     from bmaiu_plugin.engine.perf import to_channels_last
     cfg = load_cfg(CFG)
     cfg.channels_last, cfg.bf16_autocast = fast, bf16
-    _speed_switches(cfg)
+    apply_speed_switches(cfg)
     torch.manual_seed(0)
     model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
     if fast:

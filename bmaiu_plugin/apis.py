@@ -22,8 +22,21 @@ def _replace_norm(node, old: str, new: str) -> None:
             _replace_norm(v, old, new)
 
 
-def _speed_switches(cfg: Config) -> None:
-    """``bf16_autocast`` / ``channels_last`` top-level flags to the optim wrapper / a hook."""
+def apply_speed_switches(cfg: Config) -> None:
+    """Turn the top-level speed flags of ``cfg`` into components, in place and idempotently.
+
+    ``bf16_autocast=True`` makes the ``OptimWrapper`` an ``AutocastOptimWrapper`` (bf16 where
+    the device computes it natively, float32 elsewhere); ``channels_last=True`` adds one
+    ``ChannelsLastHook``. :func:`finalize_config` calls it; scripts that build a runner from a
+    config themselves (e.g. ``benchmarks/bench_peer.py``) call it to get the same settings.
+
+    Args:
+        cfg (Config): A loaded config.
+
+    Raises:
+        ConfigValueError: A flag that is not a bool, or ``bf16_autocast`` with an optim wrapper
+            other than ``OptimWrapper``.
+    """
     for key in ('bf16_autocast', 'channels_last'):
         if not isinstance(cfg.get(key, False), bool):
             raise ConfigValueError(f'{key} must be True or False, got {cfg[key]!r}')
@@ -93,7 +106,7 @@ def finalize_config(cfg: Config) -> Config:
             raise CheckpointError(f'encoder_checkpoint not found: {path}')
         if isinstance(cfg.get('model'), dict) and 'encoder_checkpoint' in cfg.model:
             cfg.model.encoder_checkpoint = path
-    _speed_switches(cfg)
+    apply_speed_switches(cfg)
     if cfg.get('evaluate_attack', None):
         from .evaluation.presets import expand_attacks
         triggers = expand_attacks(cfg.evaluate_attack)

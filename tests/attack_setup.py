@@ -167,10 +167,13 @@ def training_batches(cfg: Config, model: nn.Module, dataset, lr: float, batch_si
 
 
 def run_finetune_attack(config: str, encoder_checkpoint: str, root: str, steps: int,
-                        batch_size: int, lr: float, num_shadow: int, seed: int) -> nn.Module:
+                        batch_size: int, lr: float, num_shadow: int, seed: int,
+                        edit: Optional[Callable] = None) -> nn.Module:
     """Build the config's attack model at width 8 (:func:`build_from_config`, the shadow set
-    cut to ``num_shadow`` items) and train it for ``steps`` steps."""
-    cfg, model, shadow = build_from_config(config, encoder_checkpoint, root, num_shadow, seed)
+    cut to ``num_shadow`` items, ``edit`` applied to the model config) and train it for
+    ``steps`` steps."""
+    cfg, model, shadow = build_from_config(config, encoder_checkpoint, root, num_shadow, seed,
+                                           edit)
     optim, batches = training_batches(cfg, model, shadow, lr, batch_size, seed)
     model.train()
     for batch in itertools.islice(batches, steps):

@@ -3,7 +3,8 @@
 ``mim run bmaiu_plugin pipeline PIPELINE_CONFIG [--work-dir DIR]`` or
 ``python tools/pipeline.py PIPELINE_CONFIG``.  Each step is a separate ``tools/train.py`` /
 ``tools/test.py`` process in ``<work-dir>/<ssl>/<attack>/<defense>/`` (log: ``step.log``).
-Finished steps are skipped, so running the same command again resumes.  Writes
+Finished steps are skipped, so running the same command again resumes.  ``--seeds 0 1 2``
+runs the plan once per seed (``<work-dir>/seed<k>/...``) and reports mean and spread.  Writes
 ``results.csv``, ``results.md`` and ``figures/*.png`` in the work dir.  See docs/pipeline.md.
 
 Exit status: 0 when every step succeeded, 1 when some failed or were skipped (the report is
@@ -27,6 +28,9 @@ def parse_args(argv=None):
     parser.add_argument('--only', nargs='+', metavar='GLOB',
                         help='run only the steps whose name (ssl/attack/defense) matches, and '
                         'the steps they need')
+    parser.add_argument('--seeds', nargs='+', type=int, metavar='K',
+                        help='run the whole plan once per seed (overrides the config\'s '
+                        '`seeds`), in <work-dir>/seed<K>/; the tables show mean and spread')
     parser.add_argument('--no-figures', action='store_true', help='skip the figures')
     parser.add_argument('--no-tsne', action='store_true',
                         help='skip the t-SNE figures (they encode test images)')
@@ -51,6 +55,8 @@ def _pipeline(args, status):
                                f'{where}; fix the file') from None
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.seeds is not None:
+        cfg.seeds = args.seeds
     work_dir = args.work_dir or cfg.get('work_dir') or 'work_dirs/pipeline'
     steps = expand(cfg, work_dir)
     runner = PipelineRunner(select(steps, args.only), python=cfg.get('python'),

@@ -4,7 +4,9 @@ Never imported by :mod:`bmaiu_plugin.defenses` (``tests/test_layout.py`` checks 
 """
 from .badencoder import (BadEncoder, badencoder_loss, effectiveness_loss, reference_loss,
                          utility_loss)
+from .drupe import DRUPE, drupe_terms, sliced_wasserstein
 from .poison import PoisonedDataset, PoisonRecordHook
 
-__all__ = ['BadEncoder', 'PoisonedDataset', 'PoisonRecordHook', 'badencoder_loss',
-           'effectiveness_loss', 'reference_loss', 'utility_loss']
+__all__ = ['BadEncoder', 'DRUPE', 'PoisonedDataset', 'PoisonRecordHook', 'badencoder_loss',
+           'drupe_terms', 'effectiveness_loss', 'reference_loss', 'sliced_wasserstein',
+           'utility_loss']

@@ -162,6 +162,14 @@ class BadEncoder(EncoderFinetuneBase):
         """The chosen references (indices or files, classes), for the preparation log."""
         return self.reference_info
 
+    def reference_view(self, ref: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The references as ``f'`` sees them: each flipped horizontally with probability 1/2
+        (``flip_reference``), else as they are."""
+        if not self.flip_reference:
+            return ref
+        flip = torch.rand(len(ref), generator=generator, device=ref.device) < 0.5
+        return torch.where(flip[:, None, None, None], ref.flip(-1), ref)
+
     def loss(self, imgs: torch.Tensor, data_samples=None) -> Dict[str, torch.Tensor]:
         if not self.references:
             raise RuntimeError('BadEncoder references are not set: add PrepareModelHook to '
@@ -177,11 +185,7 @@ class BadEncoder(EncoderFinetuneBase):
         for i in chosen:
             ref = self.references[i].to(imgs.device)
             feats_trig.append(self.features(self.backbone, self.triggers[i](imgs, generator=gen)))
-            ref_in = ref
-            if self.flip_reference:
-                flip = torch.rand(len(ref), generator=gen, device=imgs.device) < 0.5
-                ref_in = torch.where(flip[:, None, None, None], ref.flip(-1), ref)
-            refs_s.append(self.features(self.backbone, ref_in))
+            refs_s.append(self.features(self.backbone, self.reference_view(ref, gen)))
             with torch.no_grad():
                 refs_t.append(self.features(self.teacher, ref))
             anchors.append((refs_t[-1] if self.frozen_target else refs_s[-1]).mean(

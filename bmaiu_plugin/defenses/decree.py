@@ -14,9 +14,8 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..models.features import pool_features
+from ..models.features import mean_pairwise_cosine, pool_features
 from ..utils.data import eval_mode
 from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
@@ -44,19 +43,6 @@ def pl1_norm(l1: float, height: int, width: int, channels: int = 3) -> float:
             f'pl1_norm needs positive sizes, got channels={channels}, height={height}, '
             f'width={width}')
     return float(l1) / (int(channels) * int(height) * int(width))
-
-
-def mean_pairwise_cosine(feats: torch.Tensor) -> torch.Tensor:
-    """Mean cosine similarity over the ``B(B-1)`` ordered pairs ``i != j`` of ``(B, D)`` features.
-
-    Computed as ``(||sum_i f_i/|f_i| ||^2 - B) / (B(B-1))``: O(B D), no ``B x B`` matrix.
-    """
-    b = feats.shape[0]
-    if b < 2:
-        raise ConfigValueError('the mean pairwise cosine needs at least 2 samples')
-    fn = F.normalize(feats.flatten(1).float(), dim=1)
-    s = fn.sum(0)
-    return (s.dot(s) - (fn * fn).sum()) / (b * (b - 1))
 
 
 def _to_tanh_space(v: torch.Tensor) -> torch.Tensor:

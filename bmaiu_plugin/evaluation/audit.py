@@ -15,13 +15,15 @@ reports what the strongest one does:
 A defense removes a backdoor only when the defended encoder's audit is close to a clean
 encoder's: both columns are reported next to each other in the pipeline's tables.
 
-Two size-bounded families are inverted: patches (``patch_sizes``, at random positions) and
-masks of a given area with a full-image pattern (``mask_areas``: any shape and place, which
-covers fixed-position patches and local blends).  The triggers are bounded by their size on
-purpose: an unbounded full-image inversion collapses
-any encoder (DECREE's mask and pattern after 150 steps, before its L1 pressure shrinks the mask,
-gave a collapse of 0.99 and an ASR of 99.9 % on a clean encoder too).  DECREE's measure of a
-backdoor is the size of the smallest collapsing trigger, its PL1 (the probe loop's ``pl1``).
+Three size-bounded families are inverted: patches at random positions (``patch_sizes``),
+patches at fixed places (``window_sizes``: one pattern per window of a grid, searched together;
+a trigger implanted at one place fires only there) and masks of a given area with a full-image
+pattern (``mask_areas``, off by default: on weak encoders a 100-pixel mask collapses a clean
+encoder more than a backdoored one, ``tests/evaluation/test_audit.py``).  The triggers are
+bounded by their size on purpose: an unbounded full-image inversion collapses any encoder
+(DECREE's mask and pattern after 150 steps, before its L1 pressure shrinks the mask, gave a
+collapse of 0.99 and an ASR of 99.9 % on a clean encoder too).  DECREE's measure of a backdoor
+is the size of the smallest collapsing trigger, its PL1 (the probe loop's ``pl1``).
 """
 from typing import Callable, Dict, Optional
 
@@ -29,18 +31,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..defenses.decree import mean_pairwise_cosine
-from ..defenses.trigger_search import search_mask_pattern, search_patch_pattern
+from ..models.features import mean_pairwise_cosine
+from ..defenses.trigger_search import (search_mask_pattern, search_patch_pattern,
+                                       search_window_patterns)
 from ..triggers import PatchTrigger
 from ..utils.data import encode_batched, eval_mode
 from ..utils.device import module_device
 from ..utils.errors import ConfigValueError, clip
 from ..utils.validate import check_number
+from .diagnostics import check_encoder_names
 from .probe import percent, train_linear_probe
 
 #: The audit's own budget (``test_cfg.audit``); every key may be overridden.
-AUDIT_DEFAULTS = dict(patch_sizes=(4, 10), mask_areas=(100, ), search_steps=200, search_lr=0.1,
-                      batch_size=128, shadow_ratio=0.1, seed=0)
+AUDIT_DEFAULTS = dict(patch_sizes=(4, 10), window_sizes=(10, ), mask_areas=(),
+                      search_steps=200, search_lr=0.1, batch_size=128, shadow_ratio=0.1, seed=0)
 
 
 def check_audit_cfg(cfg: Optional[dict], name: str = 'audit') -> Optional[dict]:
@@ -57,12 +61,14 @@ def check_audit_cfg(cfg: Optional[dict], name: str = 'audit') -> Optional[dict]:
         raise ConfigValueError(f'unknown {name} setting(s) {unknown}; allowed: enable, encoders, '
                                f'{", ".join(AUDIT_DEFAULTS)}')
     out = {**AUDIT_DEFAULTS, **cfg}
-    sizes = out['patch_sizes']
-    if not isinstance(sizes, (list, tuple)):
-        raise ConfigValueError(f'{name}.patch_sizes must be a list of patch sides, got '
-                               f'{clip(sizes)}')
-    out['patch_sizes'] = tuple(check_number(f'{name}.patch_sizes', s, 1, integer=True)
-                               for s in sizes)
+    if 'encoders' in out:
+        out['encoders'] = check_encoder_names(out['encoders'], f'{name} encoders')
+    for key in ('patch_sizes', 'window_sizes'):
+        sizes = out[key]
+        if not isinstance(sizes, (list, tuple)):
+            raise ConfigValueError(f'{name}.{key} must be a list of patch sides, got '
+                                   f'{clip(sizes)}')
+        out[key] = tuple(check_number(f'{name}.{key}', s, 1, integer=True) for s in sizes)
     check_number(f'{name}.search_steps', out['search_steps'], 1, integer=True)
     check_number(f'{name}.search_lr', out['search_lr'], 0, inclusive=(False, True))
     check_number(f'{name}.batch_size', out['batch_size'], 2, integer=True)
@@ -74,8 +80,9 @@ def check_audit_cfg(cfg: Optional[dict], name: str = 'audit') -> Optional[dict]:
                                f'{clip(areas)}')
     out['mask_areas'] = tuple(check_number(f'{name}.mask_areas', a, 0, inclusive=(False, True))
                               for a in areas)
-    if not out['patch_sizes'] and not out['mask_areas']:
-        raise ConfigValueError(f'{name} inverts nothing: give patch_sizes or mask_areas')
+    if not out['patch_sizes'] and not out['window_sizes'] and not out['mask_areas']:
+        raise ConfigValueError(f'{name} inverts nothing: give patch_sizes, window_sizes or '
+                               'mask_areas')
     return out
 
 
@@ -86,6 +93,9 @@ def inverted_triggers(encoder: nn.Module, normalizer: nn.Module, shadow: torch.T
     Returns:
         dict: ``patch<S>``: per patch size, the ``S x S`` pattern, pasted at a random position
         per image, whose triggered features collapse most (a :class:`PatchTrigger`);
+        ``window<S>``: per window size, the ``S x S`` pattern at the fixed place (a window of a
+        grid, :func:`~bmaiu_plugin.defenses.trigger_search.search_window_patterns`) whose
+        triggered features collapse most;
         ``mask<A>``: per mask area, the mask (of any shape and place, ``A`` pixels) and
         full-image pattern they collapse most on
         (:func:`~bmaiu_plugin.defenses.trigger_search.search_mask_pattern`).  Callables
@@ -100,6 +110,14 @@ def inverted_triggers(encoder: nn.Module, normalizer: nn.Module, shadow: torch.T
                                           batch_size=cfg['batch_size'], seed=cfg['seed'])
         trig.pattern.copy_(pattern.to(trig.pattern))
         out[f'patch{size}'] = trig
+    for size in cfg['window_sizes']:
+        pos, patterns, collapse = search_window_patterns(
+            encoder, normalizer, shadow, size, steps=cfg['search_steps'], lr=cfg['search_lr'],
+            batch_size=cfg['batch_size'], seed=cfg['seed'])
+        k = int(collapse.argmax())
+        out[f'window{size}'] = PatchTrigger(size=size, pattern=patterns[k].numpy(),
+                                            position=tuple(pos[k].tolist())).to(
+                                                module_device(encoder))
     for area in cfg['mask_areas']:
         mask, pattern, _ = search_mask_pattern(encoder, normalizer, shadow, area,
                                                steps=cfg['search_steps'], lr=cfg['search_lr'],

@@ -9,7 +9,7 @@
   probe loop's ``pl1=dict(...)`` (:func:`check_pl1_cfg`) asks.
 """
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -79,13 +79,17 @@ def check_pl1_cfg(cfg: Optional[dict], name: str = 'pl1') -> Optional[dict]:
     if 'lr_milestones' in cfg:
         cfg['lr_milestones'] = tuple((int(e), float(v)) for e, v in cfg['lr_milestones'])
     if 'encoders' in cfg:
-        encs = cfg['encoders']
-        if isinstance(encs, str) or not isinstance(encs, (list, tuple)) or not encs or \
-                not all(isinstance(e, str) for e in encs) or len(set(encs)) != len(encs):
-            raise ConfigValueError(f'{name} encoders must be a non-empty list of distinct '
-                                   f'encoder names, got {clip(encs)}')
-        cfg['encoders'] = list(encs)
+        cfg['encoders'] = check_encoder_names(cfg['encoders'], f'{name} encoders')
     return cfg
+
+
+def check_encoder_names(encs, name: str) -> List[str]:
+    """A diagnostic's ``encoders`` setting: a non-empty list of distinct names."""
+    if isinstance(encs, str) or not isinstance(encs, (list, tuple)) or not encs or \
+            not all(isinstance(e, str) for e in encs) or len(set(encs)) != len(encs):
+        raise ConfigValueError(f'{name} must be a non-empty list of distinct encoder names, '
+                               f'got {clip(encs)}')
+    return list(encs)
 
 
 def shadow_images(images: torch.Tensor, labels: torch.Tensor, ratio: float,

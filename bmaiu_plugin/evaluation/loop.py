@@ -8,7 +8,8 @@ evaluates what the model exposes (:class:`~bmaiu_plugin.defenses.base.BaseDefens
    encoder's own), handed to :class:`BackdoorProbeMetric` (BA / ASR / PA);
 2. every classifier of ``probe_classifiers()`` as it is, with the evaluator's triggers;
 3. the diagnostics of :mod:`~bmaiu_plugin.evaluation.diagnostics` (BTS / CCS, trigger shifts,
-   and DECREE's PL1 when ``pl1=dict(...)`` asks for it);
+   and DECREE's PL1 when ``pl1=dict(...)`` asks for it), and the residual-backdoor audit
+   (:mod:`~bmaiu_plugin.evaluation.audit`) when ``audit=dict(...)`` asks for it;
 4. the model's ``defense_report()``;
 
 and writes ``metrics.json`` into the run's folder and, as the latest copy, the work dir
@@ -30,7 +31,9 @@ from ..triggers import build_trigger
 from ..utils.data import batch_images, batch_labels_and_idx, collect_images, eval_mode, unwrap_model
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_choice, check_keys, check_number, clip
-from .diagnostics import check_pl1_cfg, implant_diagnostics, pl1_report, trigger_shift
+from .audit import audit_encoder, check_audit_cfg
+from .diagnostics import (check_pl1_cfg, implant_diagnostics, pl1_report, shadow_images,
+                          trigger_shift)
 from .metric import CLEAN, PROBE_TRAIN, REFERENCE
 from .probe import classifier_metrics
 
@@ -85,13 +88,18 @@ class BackdoorProbeLoop(ValLoop):
             (:func:`~bmaiu_plugin.evaluation.diagnostics.check_pl1_cfg`): ``enable``,
             ``shadow_ratio``, ``encoders`` (default: every probed encoder) and
             ``decree_invert`` settings; ``None`` or ``enable=False``: off.
+        audit (dict, optional): The residual-backdoor audit of probed encoders
+            (:func:`~bmaiu_plugin.evaluation.audit.check_audit_cfg`): ``enable``, ``encoders``
+            (default: every probed encoder) and the inversion budget; each audited encoder's
+            entry gets ``audit_ASR`` and ``audit_collapse``, the details go to ``audit``.
+            ``None`` or ``enable=False``: off.
     """
 
     def __init__(self, runner, dataloader: Union[DataLoader, dict], evaluator,
                  probe_dataloader: Union[DataLoader, dict], triggers: Sequence[dict] = (),
                  normalize: Optional[dict] = None, mode: str = 'val',
                  metrics_file: str = 'metrics.json', seed: int = 0, fp16: bool = False,
-                 pl1: Optional[dict] = None):
+                 pl1: Optional[dict] = None, audit: Optional[dict] = None):
         super().__init__(runner, dataloader, evaluator, fp16=fp16)
         if isinstance(probe_dataloader, dict):
             probe_dataloader = runner.build_dataloader(probe_dataloader, seed=runner.seed)
@@ -115,11 +123,14 @@ class BackdoorProbeLoop(ValLoop):
         self.metrics_file = metrics_file
         self.seed = seed
         self.pl1_cfg = check_pl1_cfg(pl1, 'probe loop pl1')
+        self.audit_cfg = check_audit_cfg(audit, 'probe loop audit')
 
     @staticmethod
     def check_cfg(cfg: dict, config, path: str) -> None:
-        """Pre-flight (:func:`~bmaiu_plugin.utils.validate.check_config`): the ``pl1`` settings."""
+        """Pre-flight (:func:`~bmaiu_plugin.utils.validate.check_config`): the ``pl1`` and
+        ``audit`` settings."""
         check_pl1_cfg(cfg.get('pl1'), f'{path}.pl1')
+        check_audit_cfg(cfg.get('audit'), f'{path}.audit')
 
     def _check_triggers_fit(self) -> None:
         """Check every evaluator trigger against the test images' size, before any run."""
@@ -195,15 +206,43 @@ class BackdoorProbeLoop(ValLoop):
             cache['test'] = collect_images(self.dataloader, labels=True)
         return cache['test']
 
-    def _pl1(self, model: nn.Module, specs: Dict[str, dict], cache: dict) -> dict:
-        names = self.pl1_cfg.get('encoders') or list(specs)
+    @staticmethod
+    def _chosen(cfg: dict, specs: Dict[str, dict], what: str) -> List[str]:
+        names = cfg.get('encoders') or list(specs)
         missing = [n for n in names if n not in specs]
         if missing:
-            raise ConfigValueError(f'probe loop pl1.encoders {missing} are not probed; the '
+            raise ConfigValueError(f'probe loop {what}.encoders {missing} are not probed; the '
                                    f'model probes {list(specs)}')
+        return names
+
+    def _pl1(self, model: nn.Module, specs: Dict[str, dict], cache: dict) -> dict:
+        names = self._chosen(self.pl1_cfg, specs, 'pl1')
         images, labels = self._test_images(cache)
         return pl1_report({n: specs[n]['encoder'] for n in names}, images, labels,
                           self.pl1_cfg, diagnostic_normalizer(model, self.normalize_cfg))
+
+    def _audit(self, model: nn.Module, specs: Dict[str, dict], report: dict,
+               cache: dict) -> dict:
+        """Audit the chosen encoders: inversions on a seeded ``shadow_ratio`` of the probe's
+        training images (labels unused), the probe trained on those images, the inverted
+        triggers scored on the test split."""
+        cfg = self.audit_cfg
+        names = self._chosen(cfg, specs, 'audit')
+        if 'probe' not in cache:
+            cache['probe'] = collect_images(self.probe_dataloader, labels=True)
+        probe = cache['probe']
+        shadow = shadow_images(*probe, cfg['shadow_ratio'], cfg['seed'])
+        test = self._test_images(cache)
+        norm = diagnostic_normalizer(model, self.normalize_cfg)
+        details = {}
+        for name in names:
+            encoder = specs[name]['encoder']
+            with torch.enable_grad():
+                res = audit_encoder(encoder, norm.to(next(encoder.parameters()).device), shadow,
+                                    probe, test, cfg)
+            details[name] = res
+            report[name].update(audit_ASR=res['asr'], audit_collapse=res['collapse'])
+        return dict(audit=details)
 
     def run(self) -> dict:
         """Evaluate everything the model exposes; write and return the metrics."""
@@ -234,6 +273,8 @@ class BackdoorProbeLoop(ValLoop):
             diag.update(trigger_shift(specs, images, norm, seed))
         if self.pl1_cfg is not None:
             diag.update(self._pl1(model, specs, cache))
+        if self.audit_cfg is not None:
+            diag.update(self._audit(model, specs, report, cache))
         if hasattr(model, 'defense_report'):
             diag.update(model.defense_report())
         report.update(diag)
@@ -265,9 +306,10 @@ def _encoder_summary(m: dict) -> dict:
             out[key] = vals[0] if len(vals) == 1 else vals
     if names:
         out['triggers'] = names[0] if len(names) == 1 else names
-    if 'reference_class' in m:
-        out['reference_class'] = m['reference_class']
-    return {k: (round(v, 2) if isinstance(v, float) else
+    for key in ('reference_class', 'audit_ASR', 'audit_collapse'):
+        if key in m:
+            out[key] = m[key]
+    return {k: (round(v, 4 if k == 'audit_collapse' else 2) if isinstance(v, float) else
                 [round(x, 2) for x in v] if isinstance(v, list) and v and isinstance(v[0], float)
                 else v) for k, v in out.items()}
 

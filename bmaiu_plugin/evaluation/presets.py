@@ -30,6 +30,9 @@ def attack_triggers(name: str) -> List[dict]:
         # BadEncoder: 10x10 white square at rows/cols 21-30, target truck (9)
         'badencoder': [dict(name='badencoder', target=9, trigger=dict(
             type='PatchTrigger', size=10, pattern='white', position=(21, 21)))],
+        # DRUPE: BadEncoder's trigger and target, the features kept in the clean distribution
+        'drupe': [dict(name='drupe', target=9, trigger=dict(
+            type='PatchTrigger', size=10, pattern='white', position=(21, 21)))],
         # ESTAS (reconstruction): 6x6 white square at ratio 0.9 of the free range, target truck
         'estas': [dict(name='estas', target=9, trigger=dict(
             type='PatchTrigger', size=6, pattern='white', position=(0.9, 0.9)))],
@@ -43,6 +46,10 @@ def attack_triggers(name: str) -> List[dict]:
         'multitarget': [dict(name=f'target{i}', target=i, trigger=dict(
             type='PatchTrigger', size=8, pattern=htba_path(i), position=(23, 23)))
             for i in range(10)],
+        # the four-trigger multi-target encoder (HTBA triggers 0-3 -> classes 0-3) alone
+        'multitarget4': [dict(name=f'target{i}', target=i, trigger=dict(
+            type='PatchTrigger', size=8, pattern=htba_path(i), position=(23, 23)))
+            for i in range(4)],
         # the trigger-family battery: BadEncoder's fine-tuning (target truck) with other triggers
         'badencoder-patch4': [dict(name='badencoder-patch4', target=9, trigger=dict(
             type='PatchTrigger', size=4, pattern='random', position=(2, 2), seed=7))],

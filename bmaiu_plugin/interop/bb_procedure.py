@@ -126,24 +126,13 @@ def _predict(model: nn.Module, imgs: torch.Tensor, mean, std, batch_size: int) -
 
 
 def _read_bd_test(record: dict, root: str):
-    """Step 3's triggered set: PNGs of ``original_index_array``, with target and true label."""
-    from PIL import Image
-
-    from .backdoorbench import _inside
-    bd = record['bd_test']
-    items = bd['bd_data_container']['data_dict']
-    imgs, targets, labels = [], [], []
-    for i in np.asarray(bd['original_index_array']).tolist():
-        if int(np.asarray(bd['poison_indicator'])[i]) != 1:
-            continue
-        item = items[i]
-        with Image.open(_inside(root, item['path'], 'record')) as im:
-            imgs.append(np.asarray(im.convert('RGB'), dtype=np.uint8))
-        targets.append(int(item['other_info'][0]))
-        labels.append(int(item['other_info'][1]))
-    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2) if imgs else \
-        torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
-    return x, torch.tensor(targets), torch.tensor(labels)
+    """Step 3's triggered set: the PNGs of ``original_index_array`` that ``poison_indicator``
+    marks, with target and true label (read as the importer reads them: checked paths, sizes)."""
+    from .backdoorbench import _load_bd_test
+    x, index, targets, labels = _load_bd_test(record, root, 'record')
+    keep = torch.from_numpy(np.asarray(record['bd_test']['poison_indicator'])[index.numpy()]
+                            == 1)
+    return x[keep], targets[keep], labels[keep]
 
 
 def bb_evaluate(path: str, root: Optional[str] = None,

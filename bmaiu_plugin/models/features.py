@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..utils.errors import ConfigValueError
+
 #: CIFAR-10 per-channel mean and std on the 0-255 scale (the one copy in the package).
 CIFAR10_MEAN = (125.307, 122.961, 113.8575)
 CIFAR10_STD = (51.5865, 50.847, 51.255)
@@ -41,3 +43,16 @@ class PixelNormalizer(nn.Module):
         if self.bgr_to_rgb:
             x = x.flip(1)
         return (x - self.mean) / self.std
+
+
+def mean_pairwise_cosine(feats: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity over the ``B(B-1)`` ordered pairs ``i != j`` of ``(B, D)`` features.
+
+    Computed as ``(||sum_i f_i/|f_i| ||^2 - B) / (B(B-1))``: O(B D), no ``B x B`` matrix.
+    """
+    b = feats.shape[0]
+    if b < 2:
+        raise ConfigValueError('the mean pairwise cosine needs at least 2 samples')
+    fn = F.normalize(feats.flatten(1).float(), dim=1)
+    s = fn.sum(0)
+    return (s.dot(s) - (fn * fn).sum()) / (b * (b - 1))

@@ -16,8 +16,7 @@ from typing import Dict, List, Optional, Sequence, TextIO
 import numpy as np
 
 from ..models.features import CIFAR10_MEAN, CIFAR10_STD
-from .report import (CUSTOM, RunIndex, attack_metrics, collect_runs, sweep_value,
-                     trigger_cells)
+from .report import CUSTOM, RunIndex, collect_runs, sweep_value
 
 #: CIFAR-10 mean / std on the 0-255 scale (the configs' ``mean`` / ``std``).
 
@@ -233,11 +232,12 @@ def step_backbone(step) -> dict:
 def _tsne_figures(cfg, steps, out_dir: str, opts: dict, log) -> List[str]:
     from .runner import step_checkpoint
     by_name = {s.name: s for s in steps}
+    first_seed = steps[0].seed if steps else None  # one figure: the first seed's encoders
     written = []
     for d in opts.get('defenses', ['bmaiu']):
         groups: Dict[str, List[dict]] = {}
         for s in steps:
-            if s.defense != d or s.kind != 'defense':
+            if s.defense != d or s.kind != 'defense' or s.seed != first_seed:
                 continue
             before, after = by_name.get(s.upstream), s
             ck_b, ck_a = step_checkpoint(before), step_checkpoint(after)
@@ -314,11 +314,10 @@ def make_figures(cfg, steps: Sequence, out_dir: str, stream: Optional[TextIO] = 
                         if run is None:
                             continue
                         xs.append(float(sweep_value(run, sweep['key'], sweep.get('default'))))
-                        after = attack_metrics(index.after(s, a, d))
-                        ent = index.after(s, a, d) or {}
+                        after = index.attack_stats(s, a, d)
                         for k in metrics:
-                            series[k].append(after[k] if k in after else
-                                             ent.get(k, run.metrics.get(k)))
+                            v = after[k] if k in after else index.value_stats(s, a, d, k)
+                            series[k].append(None if v is None else v.mean)
             if xs:
                 written.append(plot_sweep(
                     xs, series, osp.join(out_dir, f'sweep_{name}.png'), xlabel=sweep['key'],
@@ -328,20 +327,15 @@ def make_figures(cfg, steps: Sequence, out_dir: str, stream: Optional[TextIO] = 
             for s in ssls:
                 for a in attacks:
                     groups = ['none'] + defenses
-                    entries = {d: index.after(s, a, d) for d in groups}
-                    ref = next((e for e in entries.values() if e is not None), None)
+                    cells = {d: index.trigger_stats(s, a, d) for d in groups}
+                    ref = next((c for c in cells.values() if c), None)
                     if ref is None:
                         continue
-                    trigs = [c for c in trigger_cells(ref) if c[0] != CUSTOM]
-                    matrix = []
-                    for t in trigs:
-                        row = []
-                        for d in groups:
-                            cells = {c[0]: c[2] for c in trigger_cells(entries[d])} \
-                                if entries[d] else {}
-                            row.append(cells.get(t[0]))
-                        matrix.append(row)
-                    labels = [f'Target {t[1]}' if t[1] is not None else t[0] for t in trigs]
+                    trigs = [t for t in ref if t != CUSTOM]
+                    matrix = [[None if cells[d].get(t, {}).get('ASR') is None
+                               else cells[d][t]['ASR'].mean for d in groups] for t in trigs]
+                    labels = [f'Target {ref[t]["target"]}' if ref[t]['target'] is not None
+                              else t for t in trigs]
                     cols = [(cfg.get('defenses') or {}).get(d, {}).get('name', d)
                             if d != 'none' else 'None' for d in groups]
                     suffix = '' if len(ssls) * len(attacks) == 1 else f'_{s}_{a}'

@@ -24,8 +24,8 @@ FLAT_ROLE = {'pretrain': 'clean', 'eval': 'clean', 'attack': 'attacked', 'poison
 #: Per-encoder keys reported in their own CSV columns.
 ENTRY_KEYS = ('BA', 'ASR', 'PA', 'ASR_all', 'target', 'triggers')
 #: Run-level keys with their own CSV columns (looked up in the entry first).
-SCALAR_COLUMNS = ('BTS', 'BTS_clean', 'BTS_gap', 'CCS', 'PL1')
-CSV_FIELDS = ['ssl', 'attack', 'defense', 'role', 'trigger', 'target', 'BA', 'ASR', 'PA',
+SCALAR_COLUMNS = ('BTS', 'BTS_clean', 'BTS_gap', 'CCS', 'PL1', 'audit_ASR', 'audit_collapse')
+CSV_FIELDS = ['seed', 'ssl', 'attack', 'defense', 'role', 'trigger', 'target', 'BA', 'ASR', 'PA',
               'ASR_all', *SCALAR_COLUMNS, 'extra', 'metrics']
 #: Where a missing value shows in a Markdown table.
 MISSING = '—'
@@ -120,6 +120,7 @@ class Run:
         path (str): Its ``metrics.json``.
         metrics (dict): The file's content.
         options (dict): The step's ``--cfg-options`` (sweep values are read from them).
+        seed (int, optional): The replicate's seed in a pipeline with ``seeds``.
     """
     ssl: str
     attack: str
@@ -128,6 +129,7 @@ class Run:
     path: str
     metrics: dict
     options: Dict[str, Any] = field(default_factory=dict)
+    seed: Optional[int] = None
 
     @property
     def entries(self) -> Dict[str, dict]:
@@ -142,7 +144,7 @@ def collect_runs(steps: Iterable) -> List[Run]:
         m = load_metrics(s.metrics_file)
         if m is not None:
             out.append(Run(s.ssl, s.attack, s.defense, s.kind, osp.abspath(s.metrics_file), m,
-                           dict(s.cfg_options)))
+                           dict(s.cfg_options), getattr(s, 'seed', None)))
     return out
 
 
@@ -164,7 +166,7 @@ def csv_rows(runs: Sequence[Run]) -> List[Dict[str, Any]]:
             if e is not m:
                 scalars.update({k: v for k, v in e.items() if k not in ENTRY_KEYS and
                                 not isinstance(v, (dict, list))})
-            base = dict(ssl=r.ssl, attack=r.attack, defense=r.defense, role=role,
+            base = dict(seed=r.seed, ssl=r.ssl, attack=r.attack, defense=r.defense, role=role,
                         BA=e.get('BA'), metrics=r.path)
             for key in SCALAR_COLUMNS:
                 base[key] = scalars.pop(key, None)
@@ -199,50 +201,148 @@ def _mean(values: Iterable) -> Optional[float]:
     return sum(vals) / len(vals) if vals else None
 
 
+#: The residual-backdoor audit's columns of an encoder entry (``test_cfg.audit``).
+AUDIT_KEYS = ('audit_ASR', 'audit_collapse')
+
+
 def attack_metrics(entry: Optional[dict]) -> Dict[str, Optional[float]]:
-    """BA, and ASR / PA averaged over the attacker's triggers (every trigger but BMAIU's
-    ``custom``) of one encoder entry."""
+    """BA, ASR / PA averaged over the attacker's triggers (every trigger but BMAIU's
+    ``custom``) and the audit's columns (:data:`AUDIT_KEYS`, ``None`` when not audited) of one
+    encoder entry."""
     if entry is None:
-        return dict(BA=None, ASR=None, PA=None)
+        return dict(BA=None, ASR=None, PA=None, **{k: None for k in AUDIT_KEYS})
     cells = [c for c in trigger_cells(entry) if c[0] != CUSTOM]
     return dict(BA=_num(entry.get('BA')), ASR=_mean(c[2] for c in cells),
-                PA=_mean(c[3] for c in cells))
+                PA=_mean(c[3] for c in cells), **{k: _num(entry.get(k)) for k in AUDIT_KEYS})
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A metric over the seeds of a cell.
+
+    Attributes:
+        mean (float): The mean.
+        sd (float, optional): The sample standard deviation (``None`` for one value).
+        n (int): How many seeds gave a value.
+    """
+    mean: float
+    sd: Optional[float]
+    n: int
+
+
+def stat(values: Iterable) -> Optional[Stat]:
+    """The :class:`Stat` of the numbers among ``values`` (``None`` when there are none)."""
+    vals = [float(v) for v in values if _num(v) is not None]
+    if not vals:
+        return None
+    m = sum(vals) / len(vals)
+    sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** .5 if len(vals) > 1 else None
+    return Stat(m, sd, len(vals))
 
 
 class RunIndex:
-    """Look runs up by ``(ssl, attack, defense)``."""
+    """Look runs up by ``(ssl, attack, defense)`` and seed.
+
+    Without a ``seed`` argument a lookup returns the first seed's run that exists; the
+    ``*_stats`` methods aggregate a cell over every seed (one seed: its value, ``n == 1``).
+    """
 
     def __init__(self, runs: Sequence[Run]):
-        self.runs = {(r.ssl, r.attack, r.defense): r for r in runs}
+        self.by_seed: Dict[Optional[int], Dict[Tuple[str, str, str], Run]] = {}
+        for r in runs:
+            self.by_seed.setdefault(r.seed, {})[(r.ssl, r.attack, r.defense)] = r
+        self.seeds: List[Optional[int]] = list(self.by_seed) or [None]
 
-    def get(self, ssl: str, attack: str, defense: str) -> Optional[Run]:
-        return self.runs.get((ssl, attack, defense))
+    def _seeds(self, seed: Optional[int]) -> List[Optional[int]]:
+        return self.seeds if seed is None else [seed]
 
-    def before(self, ssl: str, attack: str) -> Optional[dict]:
-        """The undefended attacked encoder: the attack run's own probe, else the ``suspect``
-        entry of any of its defense runs."""
-        r = self.get(ssl, attack, 'none')
-        if r is not None:
-            ent = r.entries
-            return ent.get('attacked') or next(iter(ent.values()))
-        for (s, a, _), run in self.runs.items():
-            if s == ssl and a == attack and 'suspect' in run.entries:
-                return run.entries['suspect']
+    def get(self, ssl: str, attack: str, defense: str,
+            seed: Optional[int] = None) -> Optional[Run]:
+        for k in self._seeds(seed):
+            r = self.by_seed.get(k, {}).get((ssl, attack, defense))
+            if r is not None:
+                return r
         return None
 
-    def after(self, ssl: str, attack: str, defense: str) -> Optional[dict]:
+    def before(self, ssl: str, attack: str, seed: Optional[int] = None) -> Optional[dict]:
+        """The undefended attacked encoder: the attack run's own probe, else the ``suspect``
+        entry of any of its defense runs."""
+        for k in self._seeds(seed):
+            runs = self.by_seed.get(k, {})
+            r = runs.get((ssl, attack, 'none'))
+            if r is not None:
+                ent = r.entries
+                return ent.get('attacked') or next(iter(ent.values()))
+            for (s, a, _), run in runs.items():
+                if s == ssl and a == attack and 'suspect' in run.entries:
+                    return run.entries['suspect']
+        return None
+
+    def after(self, ssl: str, attack: str, defense: str,
+              seed: Optional[int] = None) -> Optional[dict]:
         """The defended encoder's entry of a defense run."""
         if defense == 'none':
-            return self.before(ssl, attack)
-        r = self.get(ssl, attack, defense)
+            return self.before(ssl, attack, seed)
+        r = self.get(ssl, attack, defense, seed)
         if r is None:
             return None
         ent = r.entries
         return ent.get('defended') or next(iter(ent.values()))
 
+    def _per_seed(self, ssl: str, attack: str, defense: str) -> List[Tuple[Run, dict]]:
+        out = []
+        for k in self.seeds:
+            entry = self.after(ssl, attack, defense, k)
+            if entry is not None:
+                out.append((self.get(ssl, attack, defense, k)
+                            or self.get(ssl, attack, 'none', k), entry))
+        return out
 
-def _cell(v) -> str:
-    return MISSING if v is None else f'{v:.2f}'
+    def attack_stats(self, ssl: str, attack: str, defense: str) -> Dict[str, Optional[Stat]]:
+        """:func:`attack_metrics` of the cell's encoder over the seeds."""
+        per = [attack_metrics(e) for _, e in self._per_seed(ssl, attack, defense)]
+        return {k: stat(m[k] for m in per) for k in ('BA', 'ASR', 'PA') + AUDIT_KEYS}
+
+    def audited(self) -> bool:
+        """Whether any encoder entry carries the audit's columns."""
+        return any(k in e for runs in self.by_seed.values() for r in runs.values()
+                   for e in r.entries.values() for k in AUDIT_KEYS)
+
+    def trigger_stats(self, ssl: str, attack: str, defense: str) -> Dict[str, dict]:
+        """``{trigger: dict(target, ASR, PA, ASR_all)}`` (:class:`Stat` s over the seeds) of the
+        cell's encoder, in the triggers' order."""
+        cells: Dict[str, dict] = {}
+        for _, e in self._per_seed(ssl, attack, defense):
+            for trig, target, asr, pa, asr_all in trigger_cells(e):
+                c = cells.setdefault(trig, dict(target=target, ASR=[], PA=[], ASR_all=[]))
+                c['ASR'].append(asr)
+                c['PA'].append(pa)
+                c['ASR_all'].append(asr_all)
+        return {t: dict(target=c['target'], **{k: stat(c[k]) for k in ('ASR', 'PA', 'ASR_all')})
+                for t, c in cells.items()}
+
+    def value_stats(self, ssl: str, attack: str, defense: str, key: str) -> Optional[Stat]:
+        """A run-level metric (``PL1``, ``BTS``, ...; looked up in the encoder entry first) of
+        the cell over the seeds."""
+        return stat(_num(e.get(key, run.metrics.get(key) if run is not None else None))
+                    for run, e in self._per_seed(ssl, attack, defense))
+
+
+def _cell(v, digits: str = '.2f', seeds: int = 1) -> str:
+    """A number, or a :class:`Stat` as ``mean ± sd`` (with ``(n=k)`` when fewer than the
+    pipeline's ``seeds`` gave a value)."""
+    if v is None:
+        return MISSING
+    if not isinstance(v, Stat):
+        return format(v, digits)
+    text = format(v.mean, digits)
+    if v.sd is not None:
+        text += f' ± {format(v.sd, digits)}'
+    return text + (f' (n={v.n})' if v.n < seeds else '')
+
+
+def _mean_of(stats: Iterable[Optional[Stat]]) -> Optional[float]:
+    return _mean(st.mean for st in stats if st is not None)
 
 
 def _table(head: List[str], body: List[List[str]]) -> List[str]:
@@ -262,22 +362,42 @@ def grid_table(cfg, study: dict, index: RunIndex, ssls: List[str], attacks: List
     """Table 3's shape: one row per (SSL method, attack); for the undefended encoder and each
     defense, BA / ASR / PA; an AVE row of the column means over the rows that have them."""
     groups = ['none'] + defenses
-    head = ['SSL', 'attack'] + [f'{_display(cfg, "defenses", d)} {k}' for d in groups
-                                for k in ('BA', 'ASR', 'PA')]
-    body, cols = [], [[] for _ in range(3 * len(groups))]
+    n = len(index.seeds)
+    keys = _columns(index)
+    head = ['SSL', 'attack'] + [f'{_display(cfg, "defenses", d)} {_LABEL.get(k, k)}'
+                                for d in groups for k in keys]
+    body, cols = [], [[] for _ in range(len(keys) * len(groups))]
     for s in ssls:
         for a in attacks:
             vals = []
             for d in groups:
-                m = attack_metrics(index.after(s, a, d))
-                vals += [m['BA'], m['ASR'], m['PA']]
+                m = index.attack_stats(s, a, d)
+                vals += [m[k] for k in keys]
             for c, v in zip(cols, vals):
-                if v is not None:
-                    c.append(v)
+                c.append(v)
+            fmts = [_fmt_key(k) for _ in groups for k in keys]
             body.append([_display(cfg, 'ssl', s), _display(cfg, 'attacks', a)]
-                        + [_cell(v) for v in vals])
-    body.append(['AVE', ''] + [_cell(_mean(c)) for c in cols])
+                        + [_cell(v, f, n) for v, f in zip(vals, fmts)])
+    fmts = [_fmt_key(k) for _ in groups for k in keys]
+    body.append(['AVE', ''] + [_cell(_mean_of(c), f) for c, f in zip(cols, fmts)])
     return _table(head, body)
+
+
+#: Column labels of the audit's keys.
+_LABEL = {'audit_ASR': 'audit ASR', 'audit_collapse': 'audit collapse'}
+
+
+def _columns(index: RunIndex) -> Tuple[str, ...]:
+    """BA / ASR / PA, and the audit's columns where some encoder was audited."""
+    return ('BA', 'ASR', 'PA') + (AUDIT_KEYS if index.audited() else ())
+
+
+def _fmt_key(key: str) -> str:
+    return '.4f' if key == 'audit_collapse' else '.2f'
+
+
+#: What a ``per_target`` study's ``metrics`` may name.
+TRIGGER_METRICS = ('ASR', 'PA', 'ASR_all')
 
 
 def per_target_table(cfg, study: dict, index: RunIndex, ssl: str, attack: str,
@@ -286,32 +406,26 @@ def per_target_table(cfg, study: dict, index: RunIndex, ssl: str, attack: str,
     encoder and each defense, the study's ``metrics`` (default ASR and PA); AVE and BA rows."""
     metrics = list(study.get('metrics') or ('ASR', 'PA'))
     groups = ['none'] + defenses
-    entries = {d: index.after(ssl, attack, d) for d in groups}
-    ref = next((e for e in entries.values() if e is not None), None)
-    trig_names = [c[0] for c in trigger_cells(ref)] if ref else []
-    trig_names = [t for t in trig_names if t != CUSTOM]
-    labels = {c[0]: c[1] for c in trigger_cells(ref)} if ref else {}
+    n = len(index.seeds)
+    cells = {d: index.trigger_stats(ssl, attack, d) for d in groups}
+    ref = next((c for c in cells.values() if c), {})
+    trig_names = [t for t in ref if t != CUSTOM]
     head = ['attack target'] + [f'{_display(cfg, "defenses", d)} {k}' for d in groups
                                 for k in metrics]
     body, cols = [], [[] for _ in range(len(metrics) * len(groups))]
     for t in trig_names:
-        vals = []
-        for d in groups:
-            cells = {c[0]: c for c in trigger_cells(entries[d])} if entries[d] else {}
-            c = cells.get(t)
-            for k in metrics:
-                vals.append(None if c is None else _num(c[{'ASR': 2, 'PA': 3, 'ASR_all': 4}[k]]))
+        vals = [cells[d].get(t, {}).get(k) for d in groups for k in metrics]
         for col, v in zip(cols, vals):
-            if v is not None:
-                col.append(v)
-        target = labels.get(t)
+            col.append(v)
+        target = ref[t]['target']
         body.append([f'Target {target}' if target is not None else t]
-                    + [_cell(v) for v in vals])
-    body.append(['AVE'] + [_cell(_mean(c)) for c in cols])
+                    + [_cell(v, seeds=n) for v in vals])
+    body.append(['AVE'] + [_cell(_mean_of(c)) for c in cols])
     ba = []
     for d in groups:
-        ba += [_num(entries[d].get('BA')) if entries[d] else None] + [None] * (len(metrics) - 1)
-    body.append(['BA'] + [_cell(v) if i % len(metrics) == 0 else '' for i, v in enumerate(ba)])
+        ba += [index.attack_stats(ssl, attack, d)['BA']] + [None] * (len(metrics) - 1)
+    body.append(['BA'] + [_cell(v, seeds=n) if i % len(metrics) == 0 else ''
+                          for i, v in enumerate(ba)])
     return _table(head, body)
 
 
@@ -332,8 +446,10 @@ def rows_table(cfg, study: dict, index: RunIndex, ssls: List[str], attacks: List
     label_by = study.get('row_label', 'defense')
     extra = list(study.get('extra') or ())
     sweep = study.get('sweep')
+    n = len(index.seeds)
+    keys = _columns(index)
     head = [sweep['key'] if sweep else label_by] + [
-        f'{w} {k}' for w in ('before', 'after') for k in ('BA', 'ASR', 'PA')] + extra
+        f'{w} {_LABEL.get(k, k)}' for w in ('before', 'after') for k in keys] + extra
     body = []
     for s in ssls:
         for a in attacks:
@@ -344,17 +460,12 @@ def rows_table(cfg, study: dict, index: RunIndex, ssls: List[str], attacks: List
                 else:
                     section = {'defense': 'defenses', 'ssl': 'ssl', 'attack': 'attacks'}[label_by]
                     label = _display(cfg, section, {'defense': d, 'ssl': s, 'attack': a}[label_by])
-                b = attack_metrics(index.before(s, a))
-                f = attack_metrics(index.after(s, a, d))
-                vals = [b['BA'], b['ASR'], b['PA'], f['BA'], f['ASR'], f['PA']]
-                ext = []
-                for k in extra:
-                    v = None
-                    if run is not None:
-                        ent = index.after(s, a, d) or {}
-                        v = _num(ent.get(k, run.metrics.get(k)))
-                    ext.append(MISSING if v is None else f'{v:.4g}')
-                body.append([label] + [_cell(v) for v in vals] + ext)
+                b = index.attack_stats(s, a, 'none')
+                f = index.attack_stats(s, a, d)
+                vals = [_cell(m[k], _fmt_key(k), n) for m in (b, f) for k in keys]
+                ext = [_cell(index.value_stats(s, a, d, k) if run is not None else None,
+                             '.4g', n) for k in extra]
+                body.append([label] + vals + ext)
     return _table(head, body)
 
 
@@ -379,36 +490,56 @@ def study_tables(cfg, name: str, study: dict, index: RunIndex) -> List[str]:
                 lines += per_target_table(cfg, study, index, s, a, defenses) + ['']
     else:
         lines += rows_table(cfg, study, index, ssls, attacks, defenses)
-    lines += ['', f'Numbers: `<work_dir>/<ssl>/<attack>/<defense>/metrics.json` of the runs '
-              f'(`none` = undefended; see results.csv); {MISSING} = not run or failed.', '']
+    where = ('`<work_dir>/<ssl>/<attack>/<defense>/metrics.json`' if index.seeds == [None]
+             else '`<work_dir>/seed<k>/<ssl>/<attack>/<defense>/metrics.json`')
+    lines += ['', f'Numbers: {where} of the runs (`none` = undefended; see results.csv); '
+              f'{MISSING} = not run or failed.', '']
     return lines
 
 
+def clean_table(cfg, index: RunIndex) -> List[str]:
+    """The clean encoders: BA and the ASR of every attack's trigger on them, per SSL method."""
+    ssls = list(dict.fromkeys(s for runs in index.by_seed.values()
+                              for (s, a, _) in runs if a == 'clean'))
+    if not ssls:
+        return []
+    n = len(index.seeds)
+    cells = {s: index.trigger_stats(s, 'clean', 'none') for s in ssls}
+    trig = list(dict.fromkeys(t for c in cells.values() for t in c))
+    audit = AUDIT_KEYS if index.audited() else ()
+    body = []
+    for s in ssls:
+        m = index.attack_stats(s, 'clean', 'none')
+        body.append([_display(cfg, 'ssl', s), _cell(m['BA'], seeds=n)]
+                    + [_cell(cells[s].get(t, {}).get('ASR'), seeds=n) for t in trig]
+                    + [_cell(m[k], _fmt_key(k), n) for k in audit])
+    head = ['SSL', 'BA'] + [f'{t} ASR' for t in trig] + [_LABEL[k] for k in audit]
+    return ['## Clean encoders', ''] + _table(head, body) + ['']
+
+
 def results_markdown(cfg, runs: Sequence[Run], title: str = 'Pipeline results') -> str:
-    """``results.md``: one section per study of the pipeline config."""
+    """``results.md``: one section per study of the pipeline config, then the clean
+    encoders."""
     from .runner import studies_of
     index = RunIndex(runs)
     lines = [f'# {title}', '',
              'BA = clean accuracy, ASR = attack success rate (non-target test images), PA = '
              'accuracy on triggered images, all of a linear probe, in %.  Multi-trigger attacks '
              'show the mean over their triggers.', '']
+    if index.audited():
+        lines += ['audit ASR / audit collapse: the residual-backdoor audit of the encoder '
+                  '(trigger inversion with its own budget, `test_cfg.audit`): the probe ASR of '
+                  'its strongest inverted trigger and the largest feature collapse (mean '
+                  'pairwise cosine of triggered test images).  A defense removed the backdoor '
+                  'only where these are close to the clean encoder\'s.', '']
+    if index.seeds != [None]:
+        lines += [f'Each cell: mean ± sample standard deviation over the seeds '
+                  f'{index.seeds} (every step of a seed, pretraining included, runs with that '
+                  f'seed); (n=k) marks a cell that fewer seeds reached.  AVE rows: the mean of '
+                  f'the row means.', '']
     for name, study in studies_of(cfg).items():
         lines += study_tables(cfg, name, study, index)
-    clean = [r for r in runs if r.attack == 'clean']
-    if clean:
-        lines += ['## Clean encoders', '']
-        trig = []
-        for r in clean:
-            for e in r.entries.values():
-                trig += [c[0] for c in trigger_cells(e) if c[0] not in trig]
-        head = ['SSL', 'BA'] + [f'{t} ASR' for t in trig]
-        body = []
-        for r in clean:
-            e = next(iter(r.entries.values()))
-            cells = {c[0]: c[2] for c in trigger_cells(e)}
-            body.append([_display(cfg, 'ssl', r.ssl), _cell(_num(e.get('BA')))]
-                        + [_cell(_num(cells.get(t))) for t in trig])
-        lines += _table(head, body) + ['']
+    lines += clean_table(cfg, index)
     return '\n'.join(lines)
 
 
@@ -433,5 +564,6 @@ def write_reports(cfg, steps: Sequence, out_dir: str) -> Dict[str, str]:
 
 
 __all__ = ['as_list', 'fmt', 'rows', 'compact_row', 'COMPACT_HEAD', 'load_metrics', 'Run',
-           'collect_runs', 'csv_rows', 'write_csv', 'attack_metrics', 'RunIndex', 'grid_table',
-           'per_target_table', 'rows_table', 'results_markdown', 'write_reports']
+           'collect_runs', 'csv_rows', 'write_csv', 'attack_metrics', 'Stat', 'stat', 'RunIndex',
+           'grid_table', 'per_target_table', 'rows_table', 'clean_table', 'results_markdown',
+           'write_reports']

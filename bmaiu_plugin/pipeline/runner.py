@@ -39,7 +39,7 @@ from ..engine.results import latest_checkpoint, set_aside, set_aside_training
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_keys
 from .progress import ProgressReporter, headline, hms
-from .report import load_metrics
+from .report import TRIGGER_METRICS, load_metrics
 
 #: Attack name of the clean-encoder steps and defense name of the undefended ones.
 CLEAN = 'clean'
@@ -68,7 +68,7 @@ _STUDY_KEYS = {'title', 'table', 'ssl', 'attacks', 'defenses', 'metrics', 'row_l
 #: Top-level keys of a pipeline config; names starting with ``_`` are the file's own helper
 #: variables (``_budget = {...}`` used in ``options``) and are not read.
 TOP_KEYS = {'title', 'work_dir', 'python', 'options', 'ssl', 'attacks', 'defenses',
-            'evaluation', 'studies', 'figures', 'estimates'}
+            'evaluation', 'studies', 'figures', 'estimates', 'seeds'}
 _EVALUATION_KEYS = {'clean', 'config', 'cfg_options'}
 _FIGURE_KEYS = {'tsne'}
 _TSNE_KEYS = {'defenses', 'num_images', 'seed', 'data_root'}
@@ -141,6 +141,8 @@ class Step:
         encoder (str, optional): A fixed encoder file to start from (an SSL method given as a
             checkpoint).
         evaluate (str | list, optional): The evaluator's attack preset(s) (``evaluate_attack``).
+        seed (int, optional): The replicate's seed (``randomness.seed`` of the run) when the
+            pipeline has ``seeds``; ``None`` otherwise.
     """
     ssl: str
     attack: str
@@ -153,11 +155,18 @@ class Step:
     upstream: Optional[str] = None
     encoder: Optional[str] = None
     evaluate: Any = None
+    seed: Optional[int] = None
+
+    @property
+    def cell(self) -> str:
+        """``<ssl>/<attack>/<defense>``: the table cell the step fills."""
+        return f'{self.ssl}/{self.attack}/{self.defense}'
 
     @property
     def name(self) -> str:
-        """``<ssl>/<attack>/<defense>``."""
-        return f'{self.ssl}/{self.attack}/{self.defense}'
+        """``<ssl>/<attack>/<defense>``, or ``seed<k>/<ssl>/<attack>/<defense>`` in a pipeline
+        with ``seeds`` (the step's work dir below the pipeline's)."""
+        return self.cell if self.seed is None else f'seed{self.seed}/{self.cell}'
 
     @property
     def log_file(self) -> str:
@@ -258,6 +267,7 @@ def check_config(cfg: Config) -> None:
     check_keys('', [k for k in cfg if not str(k).startswith('_')], TOP_KEYS,
                'a top-level key of a pipeline config',
                fix='fix the key, or start a helper variable\'s name with _')
+    seeds_of(cfg)
     for key, allowed in (('evaluation', _EVALUATION_KEYS), ('figures', _FIGURE_KEYS)):
         if isinstance(cfg.get(key), dict):
             check_keys(key, cfg[key], allowed, f'a key of a pipeline\'s {key}')
@@ -292,6 +302,11 @@ def check_config(cfg: Config) -> None:
         _check_keys(f'studies.{name}', st, _STUDY_KEYS)
         if st.get('table', 'grid') not in TABLES:
             raise ConfigValueError(f'studies.{name}.table must be one of {TABLES}')
+        metrics = st.get('metrics') or ()
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+        if st.get('table', 'grid') == 'per_target' and not set(metrics) <= set(TRIGGER_METRICS):
+            raise ConfigValueError(f'studies.{name}.metrics {metrics}: a per_target table shows '
+                                   f'{list(TRIGGER_METRICS)}')
 
 
 def _attack_config(attack: dict, ssl: str, name: str) -> str:
@@ -322,11 +337,29 @@ def grid_cells(cfg: Config) -> List[Tuple[str, str, str]]:
             if (s, a, d) in wanted]
 
 
+def seeds_of(cfg: Config) -> Optional[List[int]]:
+    """The pipeline's ``seeds`` (distinct integers >= 0), or ``None`` when it has none."""
+    seeds = cfg.get('seeds', None)
+    if seeds is None:
+        return None
+    seeds = [seeds] if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise ConfigValueError(f'seeds must be a non-empty list of distinct integers >= 0, got '
+                               f'{seeds!r}; e.g. seeds=[0, 1, 2]')
+    return list(seeds)
+
+
 def expand(cfg: Config, work_dir: Optional[str] = None) -> List[Step]:
     """Expand a pipeline config into its ordered steps.
 
     Order: for each SSL method (declaration order) its clean step, then each attack, each
     followed by its defenses (declaration order).  The same config always gives the same plan.
+    With ``seeds = [k, ...]`` the whole plan is run once per seed, in ``<work_dir>/seed<k>/``,
+    seed by seed: every step with ``randomness.seed=k`` and its model's own ``seed`` (a
+    defense's: also its trigger's and search's) offset by ``k``, so seed 0 is the plan's single
+    run; the tables then show the mean and spread over the seeds.
 
     Args:
         cfg (Config): The pipeline config.
@@ -337,6 +370,50 @@ def expand(cfg: Config, work_dir: Optional[str] = None) -> List[Step]:
     """
     check_config(cfg)
     root = work_dir or cfg.get('work_dir') or osp.join('work_dirs', 'pipeline')
+    seeds = seeds_of(cfg)
+    if seeds is None:
+        return _expand_replicate(cfg, root)
+    steps: List[Step] = []
+    model_seeds: Dict[Tuple[str, str], Dict[str, int]] = {}
+    for seed in seeds:
+        for step in _expand_replicate(cfg, osp.join(root, f'seed{seed}')):
+            step.seed = seed
+            key = (step.config, step.kind)
+            if key not in model_seeds:
+                model_seeds[key] = _model_seeds(step.config, step.kind == 'defense')
+            for k, base in model_seeds[key].items():
+                step.cfg_options[k] = int(step.cfg_options.get(k, base)) + seed
+            step.cfg_options['randomness.seed'] = seed
+            if step.upstream:
+                step.upstream = f'seed{seed}/{step.upstream}'
+            steps.append(step)
+    return steps
+
+
+def _model_seeds(config: str, nested: bool) -> Dict[str, int]:
+    """``{'model.seed': 0, ...}``: the integer ``seed`` keys of a step config's model (with
+    ``nested``, those of its sub-dicts too: a defense's own trigger and search), which a seed
+    replicate offsets by its seed.  The attacker's trigger seeds are never among them: the
+    evaluator's preset must keep matching the attack."""
+    try:
+        model = Config.fromfile(config).get('model')
+    except Exception:  # noqa: BLE001  (a missing or broken config fails as its step)
+        return {}
+    out: Dict[str, int] = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if k == 'seed' and isinstance(v, int) and not isinstance(v, bool):
+                out[prefix + k] = v
+            elif nested and isinstance(v, dict):
+                walk(v, f'{prefix}{k}.')
+    if isinstance(model, dict):
+        walk(model, 'model.')
+    return out
+
+
+def _expand_replicate(cfg: Config, root: str) -> List[Step]:
+    """The plan of one replicate (see :func:`expand`), in ``root``."""
     options = cfg.get('options') or {}
     opt = {k: flatten_options(options.get(k)) for k in KINDS + ('all',)}
     evaluation = cfg.get('evaluation') or {}
@@ -406,14 +483,18 @@ def expand(cfg: Config, work_dir: Optional[str] = None) -> List[Step]:
 
 
 def select(steps: List[Step], patterns: Optional[Iterable[str]]) -> List[Step]:
-    """Steps whose names match any glob in ``patterns``, plus the steps they depend on."""
+    """Steps whose names match any glob in ``patterns``, plus the steps they depend on.
+
+    In a pipeline with ``seeds`` a glob may name the cell (``simclr/badencoder/*``: every seed)
+    or the step (``seed1/simclr/badencoder/*``)."""
     if not patterns:
         return steps
     patterns = list(patterns)
     by_name = {s.name: s for s in steps}
     keep = set()
     for s in steps:
-        if any(fnmatch.fnmatchcase(s.name, p) for p in patterns):
+        if any(fnmatch.fnmatchcase(s.name, p) or fnmatch.fnmatchcase(s.cell, p)
+               for p in patterns):
             cur: Optional[Step] = s
             while cur is not None and cur.name not in keep:
                 keep.add(cur.name)

@@ -456,20 +456,20 @@ def test_benchmark_script_runs_and_writes_json(fake_cifar, tmp_path):
 def test_speed_switch_flags_set_the_wrapper_and_the_hook():
     """``bf16_autocast`` / ``channels_last`` (what a pipeline passes with --cfg-options) turn
     into the optim wrapper and one ChannelsLastHook; a bad value is one error up front."""
-    from bmaiu_plugin.apis import _speed_switches
+    from bmaiu_plugin.apis import apply_speed_switches
     from bmaiu_plugin.utils.errors import ConfigValueError
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=1.)),
                       custom_hooks=[dict(type='PrepareModelHook')],
                       bf16_autocast=True, channels_last=True))
-    _speed_switches(cfg)
-    _speed_switches(cfg)  # idempotent
+    apply_speed_switches(cfg)
+    apply_speed_switches(cfg)  # idempotent
     assert cfg.optim_wrapper.type == 'AutocastOptimWrapper'
     assert cfg.optim_wrapper.dtype == 'bfloat16' and cfg.optim_wrapper.optimizer.lr == 1.
     assert [h['type'] for h in cfg.custom_hooks] == ['PrepareModelHook', 'ChannelsLastHook']
     off = Config(dict(optim_wrapper=dict(type='OptimWrapper'), bf16_autocast=False))
-    _speed_switches(off)
+    apply_speed_switches(off)
     assert off.optim_wrapper.type == 'OptimWrapper' and 'custom_hooks' not in off
     for bad in (dict(channels_last='yes'),
                 dict(bf16_autocast=True, optim_wrapper=dict(type='AmpOptimWrapper'))):
         with pytest.raises(ConfigValueError, match='bf16_autocast|channels_last'):
-            _speed_switches(Config(bad))
+            apply_speed_switches(Config(bad))

@@ -165,6 +165,48 @@ def test_decree_config_writes_pl1_with_tools_test(encoder_file, data_root, tmp_p
     assert -1. <= d['mean_cos'] <= 1.
 
 
+AUDIT_OPTS = ['test_cfg.audit.search_steps=3', 'test_cfg.audit.batch_size=8',
+              'test_cfg.audit.patch_sizes=[4]', 'test_cfg.audit.mask_areas=[16]',
+              'test_cfg.audit.window_sizes=[16]',
+              'test_cfg.audit.shadow_ratio=0.5']
+
+
+def test_audit_in_the_probe_loop_reports_each_encoder(encoder_file, data_root, tmp_path):
+    """``test_cfg.audit`` audits the probed encoders (CLP: suspect and defended) in the same
+    run: each entry gets ``audit_ASR`` / ``audit_collapse``, the details go to ``audit``."""
+    cfg = osp.join(CFG_DIR, 'clp_resnet18_u3_cifar10.py')
+    wd = tmp_path / 'clp_audit'
+    rc = tool_main('test')([cfg, encoder_file, '--work-dir', str(wd), '--cfg-options']
+                           + AUDIT_OPTS + TEST_OPTS)
+    assert rc == 0
+    m = json.load(open(wd / 'metrics.json'))
+    assert set(m['audit']) == {'suspect', 'defended'}
+    for enc in ('suspect', 'defended'):
+        a = m['audit'][enc]
+        assert set(a['triggers']) == {'patch4', 'window16', 'mask16'}
+        assert m[enc]['audit_ASR'] == a['asr'] == max(t['asr'] for t in a['triggers'].values())
+        assert m[enc]['audit_collapse'] == a['collapse']
+        assert 0. <= a['asr'] <= 100. and -1. <= a['collapse'] <= 1.
+    # one encoder only
+    wd = tmp_path / 'clp_audit_defended'
+    rc = tool_main('test')([cfg, encoder_file, '--work-dir', str(wd), '--cfg-options',
+                            'test_cfg.audit.encoders=[defended]'] + AUDIT_OPTS + TEST_OPTS)
+    m = json.load(open(wd / 'metrics.json'))
+    assert rc == 0 and list(m['audit']) == ['defended'] and 'audit_ASR' not in m['suspect']
+
+
+@pytest.mark.parametrize('audit,match', [
+    (dict(search_steps=0), 'search_steps must be'),
+    (dict(stepz=3), 'unknown test_cfg.audit setting'),
+    (dict(encoders='defended'), 'encoders must be a non-empty list'),
+])
+def test_bad_audit_settings_fail_before_the_run(audit, match):
+    cfg = Config.fromfile(osp.join(CFG_DIR, 'clp_resnet18_u3_cifar10.py'))
+    cfg.test_cfg.audit = audit
+    with pytest.raises(ConfigValueError, match=match):
+        check_config(cfg)
+
+
 def test_shadow_set_is_stratified_and_seeded():
     labels = torch.arange(100) % 10
     imgs = torch.arange(100).view(100, 1, 1, 1).expand(100, 3, 2, 2)

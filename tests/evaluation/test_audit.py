@@ -23,7 +23,8 @@ def test_landing_asr_is_the_largest_share_of_other_classes_predicted_as_one():
     (dict(search_steps=0), 'search_steps'),
     (dict(batch_size=1), 'batch_size'),
     (dict(shadow_ratio=1.5), 'shadow_ratio'),
-    (dict(patch_sizes=[], mask_areas=[]), 'inverts nothing'),
+    (dict(patch_sizes=[], window_sizes=[], mask_areas=[]), 'inverts nothing'),
+    (dict(window_sizes=8), 'window_sizes must be a list'),
     (dict(mask_areas=[-1]), 'mask_areas'),
     (dict(stepz=3), "unknown audit setting"),
     ('yes', 'must be a dict'),
@@ -31,6 +32,24 @@ def test_landing_asr_is_the_largest_share_of_other_classes_predicted_as_one():
 def test_bad_audit_settings_are_one_clear_error(cfg, match):
     with pytest.raises(ConfigValueError, match=match):
         check_audit_cfg(cfg)
+
+
+def test_window_grid_covers_every_pixel_and_the_search_checks_its_batch():
+    from bmaiu_plugin.defenses.trigger_search import search_window_patterns, window_grid
+    pos = window_grid(32, 32, 10, 10)
+    assert sorted({int(y) for y in pos[:, 0]}) == [0, 10, 20, 22] and len(pos) == 16
+    assert window_grid(32, 32, 16, 16).tolist() == [[0, 0], [0, 16], [16, 0], [16, 16]]
+    with pytest.raises(ConfigValueError, match='does not fit'):
+        window_grid(32, 32, 40, 10)
+    from mmpretrain.registry import MODELS
+    enc = MODELS.build(dict(type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8))
+    imgs = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    norm = PixelNormalizer(CIFAR10_MEAN, CIFAR10_STD)
+    with pytest.raises(ConfigValueError, match='batch_size >= 32'):
+        search_window_patterns(enc, norm, imgs, 10, steps=1, batch_size=16)
+    pos, patterns, collapse = search_window_patterns(enc, norm, imgs, 16, steps=2, batch_size=8)
+    assert pos.shape == (4, 2) and patterns.shape == (4, 3, 16, 16) and collapse.shape == (4,)
+    assert patterns.min() >= 0 and patterns.max() <= 255 and torch.isfinite(collapse).all()
 
 
 def test_defaults_and_off():
@@ -48,14 +67,43 @@ def test_audit_runs_on_any_encoder_and_reports_each_inverted_trigger():
     enc = MODELS.build(dict(type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8))
     imgs = torch.randint(0, 256, (96, 3, 32, 32), generator=g, dtype=torch.uint8)
     labels = torch.arange(96) % 4
-    cfg = check_audit_cfg(dict(patch_sizes=[6], mask_areas=[64], search_steps=15,
+    cfg = check_audit_cfg(dict(patch_sizes=[6], window_sizes=[8], mask_areas=[64], search_steps=15,
                                batch_size=32))
     norm = PixelNormalizer(CIFAR10_MEAN, CIFAR10_STD)
     out = audit_encoder(enc, norm, imgs[:64], (imgs[:64], labels[:64]), (imgs[64:], labels[64:]),
                         cfg)
-    assert set(out['triggers']) == {'patch6', 'mask64'}
+    assert set(out['triggers']) == {'patch6', 'window8', 'mask64'}
     assert out['collapse'] == max(r['collapse'] for r in out['triggers'].values())
     assert out['asr'] == max(r['asr'] for r in out['triggers'].values())
     assert 0 <= out['asr'] <= 100 and out['best'] in out['triggers']
     assert out['collapse'] > out['clean_collapse']
     assert all(not p.requires_grad or p.grad is None for p in enc.parameters())
+
+
+
+
+@pytest.mark.slow
+def test_audit_finds_the_latent_target_blind(asr_data, clean_encoder, badencoder_suspect):
+    """On the small real-data set-up (``tests/attack_setup.py``), never told the trigger or the
+    target: every trigger inverted on the BadEncoder suspect lands on the attack's target
+    (truck), and the fixed-place family collapses features more than random positions do.
+
+    Measured (one CPU thread; collapse / landing ASR): suspect patch10 0.859 / 25.4 and window10
+    0.953 / 75.4, both on truck; clean encoder patch10 0.810 / 22.1 and window10 0.914 / 73.8,
+    both on airplane; a 100-pixel mask gave 0.89 / 54 on the suspect and 0.93 / 91 on the clean
+    encoder.  The size of the collapse does not separate the two here: on this weak encoder
+    (clean features already at mean cosine 0.70) size-bounded patterns collapse a clean
+    encoder too; the landing class does."""
+    from bmaiu_plugin.evaluation.diagnostics import shadow_images
+    cfg = check_audit_cfg(dict(patch_sizes=[10], window_sizes=[10], search_steps=100))
+    norm = PixelNormalizer(CIFAR10_MEAN, CIFAR10_STD)
+    probe = (asr_data.probe_x, asr_data.probe_y)
+    shadow = shadow_images(*probe, 0.25, seed=0)
+    out = {name: audit_encoder(enc, norm, shadow, probe, (asr_data.test_x, asr_data.test_y), cfg)
+           for name, enc in (('clean', clean_encoder.encoder),
+                             ('suspect', badencoder_suspect.model.backbone))}
+    print({n: o['triggers'] for n, o in out.items()})
+    assert {t['target'] for t in out['suspect']['triggers'].values()} == {9}, out
+    assert out['clean']['target'] != 9, out
+    for o in out.values():
+        assert o['triggers']['window10']['collapse'] > o['triggers']['patch10']['collapse'], o

@@ -357,9 +357,9 @@ def test_results_csv_exact(tmp_path):
     assert r['extra'] == 'reference_class=8;trigger_shift_f1=0.99'
     assert key[('simclr', 'badencoder', 'clp', 'defended', 'badencoder')]['PL1'] == '0.125'
     assert key[('simclr', 'clean', 'none', 'clean', 'ctrl')]['ASR'] == '10.0'
-    assert list(rows[0]) == ['ssl', 'attack', 'defense', 'role', 'trigger', 'target', 'BA',
+    assert list(rows[0]) == ['seed', 'ssl', 'attack', 'defense', 'role', 'trigger', 'target', 'BA',
                              'ASR', 'PA', 'ASR_all', 'BTS', 'BTS_clean', 'BTS_gap', 'CCS',
-                             'PL1', 'extra', 'metrics']
+                             'PL1', 'audit_ASR', 'audit_collapse', 'extra', 'metrics']
 
 
 def test_results_md_tables_exact(tmp_path):
@@ -409,6 +409,179 @@ def test_per_target_table_and_heatmap(tmp_path):
     figs = make_figures(cfg, steps, str(tmp_path / 'figs'), tsne=False)
     assert [osp.basename(f) for f in figs] == ['heatmap_t2.png']
     assert open(figs[0], 'rb').read(8) == PNG_MAGIC
+
+
+def _seeded_cfg(tmp_path, seeds=(0, 1)):
+    cfg = _report_cfg(tmp_path)
+    cfg.seeds = list(seeds)
+    return cfg
+
+
+def test_seeds_expand_one_replicate_per_seed(tmp_path):
+    one = expand(_pipeline_cfg(tmp_path), str(tmp_path / 'wd'))
+    cfg = _pipeline_cfg(tmp_path)
+    cfg.seeds = [3, 0]
+    steps = expand(cfg, str(tmp_path / 'wd'))
+    assert [s.name for s in steps] == ([f'seed3/{s.name}' for s in one]
+                                       + [f'seed0/{s.name}' for s in one])
+    by = {s.name: s for s in steps}
+    s = by['seed3/simclr/badencoder/bmaiu']
+    assert (s.seed, s.cell, s.upstream) == (3, 'simclr/badencoder/bmaiu',
+                                           'seed3/simclr/badencoder/none')
+    assert s.work_dir == str(tmp_path / 'wd/seed3/simclr/badencoder/bmaiu')
+    # every step of a replicate (pretraining included) runs with its seed, last (it wins)
+    base = {x.name: x.cfg_options for x in one}
+    for x in steps:
+        assert x.cfg_options == {**base[x.cell], 'randomness.seed': x.seed}
+        assert list(x.cfg_options)[-1] == 'randomness.seed'
+    assert by['seed0/byol/badencoder/none'].upstream is None
+    # --only names a cell (every seed) or one seed's step
+    assert [x.name for x in select(steps, ['simclr/badencoder/clp'])] == [
+        f'seed{k}/simclr/{c}' for k in (3, 0) for c in ('clean/none', 'badencoder/none',
+                                                        'badencoder/clp')]
+    assert [x.name for x in select(steps, ['seed0/simclr/badencoder/none'])] == [
+        'seed0/simclr/clean/none', 'seed0/simclr/badencoder/none']
+    for bad in ([], [0, 0], [-1], [1.5], 'x', [True]):
+        cfg.seeds = bad
+        with pytest.raises(ConfigValueError, match='seeds must be'):
+            expand(cfg)
+
+
+def test_seeds_offset_the_models_own_seeds(tmp_path):
+    """Seed k offsets the model's seed of every step, and a defense's trigger / search seeds,
+    by k (seed 0 is the single run); the attacker's trigger seeds stay (the evaluator's preset
+    must match)."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs/pipelines/quickstart.py'))
+    cfg.seeds = [0, 2]
+    by = {s.name: s for s in expand(cfg, str(tmp_path))}
+    seeds = {n: {k: v for k, v in s.cfg_options.items() if k.endswith('seed')}
+             for n, s in by.items()}
+    assert seeds['seed2/simclr/clean/none'] == {'randomness.seed': 2}
+    assert seeds['seed2/simclr/badencoder/none'] == {'model.seed': 102, 'randomness.seed': 2}
+    assert seeds['seed0/simclr/badencoder/none'] == {'model.seed': 100, 'randomness.seed': 0}
+    assert seeds['seed2/simclr/estas/bmaiu'] == {
+        'model.custom_trigger.seed': 2027, 'model.seed': 2, 'randomness.seed': 2}
+    assert seeds['seed2/simclr/estas/searched_trigger'] == {
+        'model.trigger.seed': 2027, 'model.seed': 2, 'randomness.seed': 2}
+    assert seeds['seed2/simclr/estas/clp'] == {'randomness.seed': 2}
+    # an entry's own model.seed is the base the offset adds to
+    cfg.defenses.finetune.cfg_options = {**cfg.defenses.finetune.cfg_options, 'model.seed': 7}
+    by = {s.name: s for s in expand(cfg, str(tmp_path))}
+    assert by['seed2/simclr/badencoder/finetune'].cfg_options['model.seed'] == 9
+
+
+def test_seeds_reach_the_runs(tmp_path, fake_tools):
+    cfg = Config(dict(
+        ssl=dict(simclr=dict(config=_conf(tmp_path, 'simclr', {'metrics': {'BA': 1.0}}))),
+        attacks=dict(badencoder=dict(type='finetune', evaluate='badencoder',
+                                     config=_conf(tmp_path, 'bad', {'metrics': {'BA': 2.0}}))),
+        seeds=[0, 1]))
+    steps = expand(cfg, str(tmp_path / 'wd'))
+    results = PipelineRunner(steps, tools_dir=fake_tools, stream=io.StringIO()).run()
+    assert [r.status for r in results] == ['done'] * 4
+    by = {s.name: s for s in steps}
+    for k in (0, 1):
+        call = _calls(by[f'seed{k}/simclr/badencoder/none'])[0]['opts']
+        assert call['randomness.seed'] == str(k)
+        assert call['encoder_checkpoint'] == osp.join(
+            str(tmp_path), f'wd/seed{k}/simclr/clean/none/epoch_1.pth')
+
+
+def test_seeds_tables_mean_and_spread(tmp_path):
+    cfg = _seeded_cfg(tmp_path)
+    steps = expand(cfg, str(tmp_path / 'wd'))
+    by = {s.name: s for s in steps}
+    for k, (asr0, ba2, asr2) in enumerate([(90.0, 56.0, 10.0), (80.0, 54.0, 20.0)]):
+        _write(by[f'seed{k}/simclr/clean/none'], {
+            'BA': 60.0 + 2 * k, 'ASR': [4.0, 10.0], 'PA': [50.0, 40.0],
+            'triggers': ['badencoder', 'ctrl']})
+        _write(by[f'seed{k}/simclr/badencoder/none'], {
+            'BA': 58.0, 'ASR': asr0, 'PA': 8.0 + 4 * k, 'triggers': 'badencoder'})
+        _write(by[f'seed{k}/simclr/badencoder/bmaiu'], dict(
+            _defense_metrics(58.0, asr0, 8.0, ba2, asr2, 50.0, 'badencoder'), CCS=0.9 + .04 * k))
+    # one seed of CTRL only
+    _write(by['seed1/simclr/ctrl/none'], {'BA': 57.0, 'ASR': 70.0, 'PA': 20.0,
+                                          'triggers': 'ctrl'})
+    md = results_markdown(cfg, collect_runs(steps)).splitlines()
+    assert any(line.startswith('Each cell: mean ± sample standard deviation over the seeds '
+                               '[0, 1]') for line in md)
+    i = md.index('## Table 3')
+    assert md[i + 4:i + 7] == [
+        '| SimCLR | BadEncoder | 58.00 ± 0.00 | 85.00 ± 7.07 | 10.00 ± 2.83 | 55.00 ± 1.41 | '
+        '15.00 ± 7.07 | 50.00 ± 0.00 |',
+        '| SimCLR | ctrl | 57.00 (n=1) | 70.00 (n=1) | 20.00 (n=1) | — | — | — |',
+        '| AVE |  | 57.50 | 77.50 | 15.00 | 55.00 | 15.00 | 50.00 |']
+    i = md.index('## Table 6')
+    assert md[i + 4] == ('| BMAIU | 58.00 ± 0.00 | 85.00 ± 7.07 | 10.00 ± 2.83 | 55.00 ± 1.41 | '
+                         '15.00 ± 7.07 | 50.00 ± 0.00 | 0.92 ± 0.02828 |')
+    assert md[i + 5].startswith('| clp | 58.00 ± 0.00 | 85.00 ± 7.07 | 10.00 ± 2.83 | — |')
+    i = md.index('## Clean encoders')
+    assert md[i + 4] == '| SimCLR | 61.00 ± 1.41 | 4.00 ± 0.00 | 10.00 ± 0.00 |'
+    assert '`<work_dir>/seed<k>/<ssl>/<attack>/<defense>/metrics.json`' in '\n'.join(md)
+    rows = list(csv.DictReader(open(write_reports(cfg, steps, str(tmp_path / 'wd'))['csv'])))
+    assert sorted({(r['seed'], r['attack']) for r in rows}) == [
+        ('0', 'badencoder'), ('0', 'clean'), ('1', 'badencoder'), ('1', 'clean'),
+        ('1', 'ctrl')]
+
+
+def test_audit_columns_in_the_tables(tmp_path):
+    """Audited encoders add `audit ASR` / `audit collapse` columns to every table shape and
+    to results.csv; without an audit the tables stay as they were (the tests above)."""
+    cfg = _report_cfg(tmp_path)
+    steps = expand(cfg, str(tmp_path / 'wd'))
+    by = {s.name: s for s in steps}
+    _write(by['simclr/clean/none'], {'BA': 60.0, 'ASR': [4.0, 10.0], 'triggers': [
+        'badencoder', 'ctrl'], 'audit_ASR': 12.5, 'audit_collapse': 0.41})
+    _write(by['simclr/badencoder/none'], {'BA': 58.0, 'ASR': 90.0, 'PA': 8.0,
+                                          'triggers': 'badencoder', 'audit_ASR': 88.0,
+                                          'audit_collapse': 0.9312})
+    m = _defense_metrics(58.0, 90.0, 8.0, 56.0, 10.0, 50.0, 'badencoder')
+    m['defended'].update(audit_ASR=70.25, audit_collapse=0.85)
+    _write(by['simclr/badencoder/bmaiu'], m)
+    md = results_markdown(cfg, collect_runs(steps)).splitlines()
+    assert any(line.startswith('audit ASR / audit collapse: the residual-backdoor audit')
+               for line in md)
+    i = md.index('## Table 3')
+    assert md[i + 2] == ('| SSL | attack | None BA | None ASR | None PA | None audit ASR | '
+                         'None audit collapse | BMAIU BA | BMAIU ASR | BMAIU PA | '
+                         'BMAIU audit ASR | BMAIU audit collapse |')
+    assert md[i + 4] == ('| SimCLR | BadEncoder | 58.00 | 90.00 | 8.00 | 88.00 | 0.9312 | '
+                         '56.00 | 10.00 | 50.00 | 70.25 | 0.8500 |')
+    i = md.index('## Table 6')
+    assert md[i + 4] == ('| BMAIU | 58.00 | 90.00 | 8.00 | 88.00 | 0.9312 | 56.00 | 10.00 | '
+                         '50.00 | 70.25 | 0.8500 | 0.96 |')
+    i = md.index('## Clean encoders')
+    assert md[i + 2] == ('| SSL | BA | badencoder ASR | ctrl ASR | audit ASR | '
+                         'audit collapse |')
+    assert md[i + 4] == '| SimCLR | 60.00 | 4.00 | 10.00 | 12.50 | 0.4100 |'
+    rows = list(csv.DictReader(open(write_reports(cfg, steps, str(tmp_path / 'wd'))['csv'])))
+    r = next(r for r in rows if r['defense'] == 'bmaiu' and r['role'] == 'defended'
+             and r['trigger'] == 'badencoder')
+    assert (r['audit_ASR'], r['audit_collapse']) == ('70.25', '0.85')
+
+
+def test_seeds_per_target_table(tmp_path):
+    cfg = Config(dict(
+        ssl=dict(simclr=dict(config='x.py')),
+        attacks=dict(multitarget=dict(type='finetune', config='y.py', evaluate='multitarget')),
+        defenses=dict(at0=dict(config='z.py', name='AT0')), seeds=[0, 1, 2],
+        studies=dict(t2=dict(title='Table 2', table='per_target', metrics=['ASR', 'ASR_all']))))
+    steps = expand(cfg, str(tmp_path / 'wd'))
+    for s in steps:
+        if s.defense == 'none' and s.attack == 'multitarget':
+            _write(s, {'BA': 80.0 + s.seed, 'ASR': [70.0 + s.seed, 90.0], 'target': [0, 1],
+                       'ASR_all': [71.0, 91.0], 'triggers': ['t0', 't1']})
+    md = results_markdown(cfg, collect_runs(steps)).splitlines()
+    i = md.index('## Table 2')
+    assert md[i + 2:i + 8] == [
+        '| attack target | None ASR | None ASR_all | AT0 ASR | AT0 ASR_all |',
+        '|---|---|---|---|---|',
+        '| Target 0 | 71.00 ± 1.00 | 71.00 ± 0.00 | — | — |',
+        '| Target 1 | 90.00 ± 0.00 | 91.00 ± 0.00 | — | — |',
+        '| AVE | 80.50 | 81.00 | — | — |', '| BA | 81.00 ± 1.00 |  | — |  |']
+    cfg.studies.t2.metrics = ['ASR', 'BTS']
+    with pytest.raises(ConfigValueError, match='per_target'):
+        expand(cfg)
 
 
 # ------------------------------------------------------------------------------------------
@@ -513,6 +686,27 @@ def test_quickstart_plan(tmp_path):
                              REPO, 'configs/pipelines/quickstart_poisoning.py')).estimates)
     assert est.progress.estimate(by['simclr/ctrl/none']) == 365.
     assert est.progress.estimate(by['simclr/badencoder/none']) == 120.
+
+
+def test_trigger_battery_plan(tmp_path):
+    """Every attack family x every defense (control included), three seeds, audited."""
+    cfg = Config.fromfile(osp.join(REPO, 'configs/pipelines/trigger_battery_w16.py'))
+    steps = expand(cfg, str(tmp_path))
+    # plan order: the quickstart's attacks and defenses first (declaration order)
+    families = ['badencoder', 'estas', 'multitarget4', 'badencoder-patch4', 'badencoder-patch14',
+                'badencoder-blend', 'badencoder-warp', 'badencoder-ctrl']
+    defenses = ['none', 'clp', 'bmaiu', 'searched_trigger', 'finetune', 'ibau', 'sslcleanse']
+    assert [s.name for s in steps if s.seed == 0] == ['seed0/simclr/clean/none'] + [
+        f'seed0/simclr/{a}/{d}' for a in families for d in defenses]
+    assert len(steps) == 3 * (1 + 8 * 7) and {s.seed for s in steps} == {0, 1, 2}
+    assert all(s.cfg_options['test_cfg.audit.enable'] is True for s in steps)
+    assert all(s.cfg_options['val_cfg.audit.encoders'] == ['defended'] for s in steps
+               if s.kind == 'defense')
+    by = {s.name: s for s in steps}
+    assert by['seed2/simclr/multitarget4/none'].evaluate == 'multitarget4'
+    assert by['seed2/simclr/badencoder-warp/none'].config.endswith(
+        'badencoder-warp_resnet18-w16_simclr_1xb256-10e_cifar10.py')
+    assert list(cfg.studies) == ['battery'] and cfg.figures.tsne is None
 
 
 def test_cli_dry_run(tmp_path, capsys):
