@@ -202,22 +202,13 @@ def _import(args):
 
 
 def _verify(args):
-    from bmaiu_plugin.interop.backdoorbench import (RECORD_FILE, _default_root,
-                                                    _find_clean_cifar10, load_cifar10,
-                                                    load_record)
+    from bmaiu_plugin.interop.backdoorbench import (RECORD_FILE, _default_root, load_record,
+                                                    record_clean_test)
     from bmaiu_plugin.interop.bb_procedure import bb_evaluate
     path = osp.join(args.record, RECORD_FILE) if osp.isdir(args.record) else args.record
     record = load_record(path)
     root = args.root or _default_root(path)
-    clean, note = None, None
-    if record['clean_data'] == 'cifar10':
-        found = _find_clean_cifar10(record, root, args.data_root)
-        if found is None:
-            note = 'clean CIFAR-10 not found: no BA (pass --data-root)'
-        else:
-            imgs, labels = load_cifar10(found, 'test')
-            n = (record.get('bmaiu') or {}).get('num_test')
-            clean = (imgs[:n], labels[:n]) if isinstance(n, int) and n > 0 else (imgs, labels)
+    clean, note = record_clean_test(record, root, args.data_root)
     res = bb_evaluate(path, root=root, clean_test=clean, batch_size=args.batch_size)
     exported = (record.get('bmaiu') or {}).get('metrics') or {}
     print(f'{record["model_name"]}: built, {len(record["model"])} entries renamed by position, '

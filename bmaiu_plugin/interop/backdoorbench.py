@@ -988,21 +988,32 @@ def import_attack_record(path: str,
         out.metrics['num_bd_test'] = int(len(idx))
     else:
         out.notes.append('the record has no bd_test: no ASR / PA')
-    if record['clean_data'] == 'cifar10':
-        found = _find_clean_cifar10(record, root, data_root)
-        if found is None:
-            out.notes.append(f'clean CIFAR-10 not found (data_path {record["data_path"]!r}); '
-                             'pass data_root / --data-root for BA')
-        else:
-            imgs, labels = load_cifar10(found, 'test', check_md5)
-            limit = meta.get('num_test')
-            if _is_int(limit) and 0 < int(limit) < len(labels):
-                imgs, labels = imgs[:int(limit)], labels[:int(limit)]
-            out.metrics['BA'] = percent(clf.predict(imgs, batch_size) == labels)
-            out.metrics['num_clean_test'] = int(len(labels))
+    clean, note = record_clean_test(record, root, data_root, check_md5)
+    if clean is None:
+        out.notes.append(note)
     else:
-        out.notes.append(f'clean data {record["clean_data"]!r} is not CIFAR-10: no BA')
+        imgs, labels = clean
+        out.metrics['BA'] = percent(clf.predict(imgs, batch_size) == labels)
+        out.metrics['num_clean_test'] = int(len(labels))
     return out
+
+
+def record_clean_test(record: dict, root: str, data_root: Optional[str] = None,
+                      check_md5: bool = False):
+    """The clean CIFAR-10 test split a record was scored on: ``((images, labels), None)``,
+    cut to the exporter's ``num_test`` when the record says so, or ``(None, why)`` when there is
+    none to read (not CIFAR-10, or not found)."""
+    if record['clean_data'] != 'cifar10':
+        return None, f'clean data {record["clean_data"]!r} is not CIFAR-10: no BA'
+    found = _find_clean_cifar10(record, root, data_root)
+    if found is None:
+        return None, (f'clean CIFAR-10 not found (data_path {record["data_path"]!r}); '
+                      'pass data_root / --data-root for BA')
+    imgs, labels = load_cifar10(found, 'test', check_md5)
+    limit = (record.get('bmaiu') or {}).get('num_test')
+    if _is_int(limit) and 0 < int(limit) < len(labels):
+        imgs, labels = imgs[:int(limit)], labels[:int(limit)]
+    return (imgs, labels), None
 
 
 def write_encoder(imported: ImportedRecord, out: str, mean: Sequence[float] = CIFAR10_MEAN,
