@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 
-from ..datasets.reference import check_reference_cfg, select_reference
+from ..datasets.reference import check_reference_cfg, dataset_arrays, select_reference
 from ..models.finetune_base import EncoderFinetuneBase, cosine
 from ..registry import MODELS
 from ..triggers import build_trigger
@@ -145,10 +145,13 @@ class BadEncoder(EncoderFinetuneBase):
         self.references, self.reference_info = [], []
         encode = lambda x: encode_batched(self.teacher, self.normalizer, x,  # noqa: E731
                                           device=self.step.device)
+        # the shadow images are read once for every target that draws from them
+        arrays = dataset_arrays(dataset) if any(
+            c.get('mode', 'class') != 'files' for c in self.reference_cfgs) else None
         for cfg in self.reference_cfgs:
             cfg = dict(cfg)
             cfg.setdefault('seed', self.seed)
-            imgs, info = select_reference(dataset, encode=encode, **cfg)
+            imgs, info = select_reference(dataset, encode=encode, arrays=arrays, **cfg)
             if not self.references:  # before any step: every trigger fits the data's images
                 for i, trig in enumerate(self.triggers):
                     try:

@@ -10,15 +10,15 @@
 # defenses at the quickstart's budgets; probe on 5,000 training / 2,000 test images.
 # Attacks: BadEncoder's fine-tuning (target truck) with each trigger family -- patch (HTBA
 # 10x10 at a fixed place; 4x4 seeded pattern in a corner; 14x14 at a random place), blended
-# noise, a WaNet-style warp field, CTRL's frequency trigger -- plus ESTAS and the four-trigger
-# multi-target encoder.  The defenses never see the trigger; the evaluator knows it.
+# noise, a WaNet-style warp field, CTRL's frequency trigger -- plus DRUPE (built to evade
+# trigger inversion), ESTAS and the four-trigger multi-target encoder.  The defenses never see the trigger; the evaluator knows it.
 # Defenses: CLP, I-BAU, SSL-Cleanse, paper-BMAIU, the searched-trigger recipe and the
 # fine-tuning-only control (the searched recipe's data, epochs and clean-consistency loss,
 # no trigger terms: what any fine-tuning removes).
 # Audit (bmaiu_plugin/evaluation/audit.py, its default budget): every clean and attacked encoder
 # and every defended one is audited by trigger inversion; the tables get `audit ASR` and
 # `audit collapse` columns next to the clean encoder's.
-# Cost: 3 x 57 steps, each replicate five times the quickstart's plus the audit: for a GPU or
+# Cost: 3 x 64 steps, each replicate about six times the quickstart's plus the audit: for a GPU or
 # a long CPU run (`estimates` below are guesses from the quickstart's step times, for the live
 # ETA).  Warp and CTRL did not take with 5 attack epochs at this scale (docs/attacks.md): their
 # rows show whether a defense has anything to remove.
@@ -36,6 +36,9 @@ options = dict(
 
 _family = 'configs/attacks/badencoder-{}_resnet18-w16_simclr_1xb256-10e_cifar10.py'
 attacks = dict(
+    drupe=dict(
+        name='DRUPE', type='finetune', evaluate='drupe',
+        config='configs/attacks/drupe_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
     multitarget4=dict(
         name='Multi-target (4)', type='finetune', evaluate='multitarget4',
         config='configs/attacks/badencoder-multitarget4_resnet18-w16_simclr_1xb64-10e_cifar10.py'),
@@ -59,7 +62,7 @@ studies = dict(
         title='Trigger families x defenses: BA / ASR / PA and the audit (mean ± sd, 3 seeds)',
         table='grid', ssl=['simclr'],
         attacks=['badencoder', 'badencoder-patch4', 'badencoder-patch14', 'badencoder-blend',
-                 'badencoder-warp', 'badencoder-ctrl', 'estas', 'multitarget4'],
+                 'badencoder-warp', 'badencoder-ctrl', 'drupe', 'estas', 'multitarget4'],
         defenses=['clp', 'ibau', 'sslcleanse', 'bmaiu', 'searched_trigger', 'finetune']),
 )
 

@@ -123,11 +123,11 @@ def test_configs_build_a_drupe_attack():
 def test_drupe_takes_and_keeps_triggered_features_spread(asr_data, clean_encoder,
                                                          badencoder_suspect):
     """The small real-data set-up of ``test_attack_asr.py`` (width-8 encoder, 1,024 shadow
-    images, lr 0.2, 120 steps; the spread and distribution terms after 40, adapted every 10): DRUPE's ASR rises far above
-    the clean encoder's with BA kept, and its triggered test features collapse less than
-    BadEncoder's (mean pairwise cosine).  Measured (one CPU thread): ASR 11.9 -> 75.7, BA 43.5 ->
-    42.5; collapse 0.93 (BadEncoder 0.98, the clean encoder 0.73).  At this budget the adapted
-    weights stay small: the spread is partial."""
+    images, lr 0.2, 120 steps; the spread and distribution terms after 40, adapted every 10):
+    DRUPE's ASR rises far above the clean encoder's with BA kept, and its triggered test
+    features collapse less than BadEncoder's (mean pairwise cosine). Measured (one CPU thread):
+    ASR 11.9 -> 75.7, BA 43.5 -> 42.5; collapse 0.93 (BadEncoder 0.98, the clean encoder 0.73).
+    At this budget the adapted weights stay small: the spread is partial."""
     from attack_setup import ATTACK, attack_metrics, encode, run_finetune_attack
 
     def edit_warmup(model_cfg):
