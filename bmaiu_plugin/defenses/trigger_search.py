@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.hooks import Hook
 
-from ..models.features import pool_features
+from ..models.features import grouped_pairwise_cosine, pool_features
 from ..registry import HOOKS
 from ..triggers import PatchTrigger
 from ..utils.data import eval_mode, unwrap_model
@@ -199,14 +199,6 @@ def window_grid(h: int, w: int, size: int, stride: int) -> torch.Tensor:
     return torch.tensor([(y, x) for y in ys for x in xs], dtype=torch.long)
 
 
-def _group_collapse(feats: torch.Tensor, group: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Mean pairwise cosine within each group of rows, ``(n_groups,)`` (NaN below 2 rows)."""
-    fn = F.normalize(feats.float(), dim=1)
-    sums = torch.zeros(n_groups, fn.shape[1], device=fn.device).index_add_(0, group, fn)
-    n = torch.bincount(group, minlength=n_groups).float()
-    return ((sums * sums).sum(1) - n) / (n * (n - 1))
-
-
 def search_window_patterns(encoder: nn.Module, normalizer: nn.Module, imgs: torch.Tensor,
                            size: int, stride: Optional[int] = None, steps: int = 200,
                            lr: float = 0.1, batch_size: int = 128, seed: int = 0
@@ -249,7 +241,7 @@ def search_window_patterns(encoder: nn.Module, normalizer: nn.Module, imgs: torc
 
     def collapse(x, win, patterns):
         xt = stamp(x.float(), pos[win], patterns=patterns[win])
-        return _group_collapse(pool_features(encoder(normalizer(xt))), win, n_win)
+        return grouped_pairwise_cosine(pool_features(encoder(normalizer(xt))), win, n_win)
 
     with eval_mode(encoder):
         for _ in range(int(steps)):

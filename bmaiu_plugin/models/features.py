@@ -56,3 +56,17 @@ def mean_pairwise_cosine(feats: torch.Tensor) -> torch.Tensor:
     fn = F.normalize(feats.flatten(1).float(), dim=1)
     s = fn.sum(0)
     return (s.dot(s) - (fn * fn).sum()) / (b * (b - 1))
+
+
+def grouped_pairwise_cosine(feats: torch.Tensor, group: torch.Tensor,
+                            n_groups: int) -> torch.Tensor:
+    """:func:`mean_pairwise_cosine` within each group of rows at once, ``(n_groups,)``.
+
+    ``group`` ``(B,)`` holds each row's group in ``[0, n_groups)``; a group of fewer than two
+    rows gives NaN.  One ``index_add`` per term, no loop over the groups.
+    """
+    fn = F.normalize(feats.flatten(1).float(), dim=1)
+    sums = torch.zeros(n_groups, fn.shape[1], device=fn.device).index_add_(0, group, fn)
+    self_dot = torch.zeros(n_groups, device=fn.device).index_add_(0, group, (fn * fn).sum(1))
+    n = torch.bincount(group, minlength=n_groups).float()
+    return ((sums * sums).sum(1) - self_dot) / (n * (n - 1))

@@ -366,6 +366,7 @@ def grid_table(cfg, study: dict, index: RunIndex, ssls: List[str], attacks: List
     keys = _columns(index)
     head = ['SSL', 'attack'] + [f'{_display(cfg, "defenses", d)} {_LABEL.get(k, k)}'
                                 for d in groups for k in keys]
+    fmts = [_fmt_key(k) for _ in groups for k in keys]
     body, cols = [], [[] for _ in range(len(keys) * len(groups))]
     for s in ssls:
         for a in attacks:
@@ -375,10 +376,8 @@ def grid_table(cfg, study: dict, index: RunIndex, ssls: List[str], attacks: List
                 vals += [m[k] for k in keys]
             for c, v in zip(cols, vals):
                 c.append(v)
-            fmts = [_fmt_key(k) for _ in groups for k in keys]
             body.append([_display(cfg, 'ssl', s), _display(cfg, 'attacks', a)]
                         + [_cell(v, f, n) for v, f in zip(vals, fmts)])
-    fmts = [_fmt_key(k) for _ in groups for k in keys]
     body.append(['AVE', ''] + [_cell(_mean_of(c), f) for c, f in zip(cols, fmts)])
     return _table(head, body)
 

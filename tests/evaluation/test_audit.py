@@ -34,6 +34,16 @@ def test_bad_audit_settings_are_one_clear_error(cfg, match):
         check_audit_cfg(cfg)
 
 
+def test_grouped_pairwise_cosine_is_the_per_group_mean_pairwise_cosine():
+    from bmaiu_plugin.models.features import grouped_pairwise_cosine, mean_pairwise_cosine
+    f = torch.randn(13, 6, generator=torch.Generator().manual_seed(0))
+    g = torch.tensor([0, 1, 2] * 4 + [3])
+    got = grouped_pairwise_cosine(f, g, 4)
+    for k in range(3):
+        assert got[k].item() == pytest.approx(mean_pairwise_cosine(f[g == k]).item(), abs=1e-6)
+    assert torch.isnan(got[3])  # one row: no pair
+
+
 def test_window_grid_covers_every_pixel_and_the_search_checks_its_batch():
     from bmaiu_plugin.defenses.trigger_search import search_window_patterns, window_grid
     pos = window_grid(32, 32, 10, 10)
