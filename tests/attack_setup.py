@@ -46,7 +46,16 @@ NUM_PRETRAIN, NUM_PROBE, NUM_TEST = 5000, 2000, 1000
 PRETRAIN = dict(steps=60, batch_size=128, lr=0.3, seed=0)
 ATTACK = dict(steps=120, batch_size=64, lr=0.2, num_shadow=1024, seed=0)
 
+#: Attack steps of the trigger-family configs (``configs/attacks/badencoder-<family>_*``): the
+#: blend takes in 240 (``tests/attacks/test_trigger_families.py``).
+FAMILY_STEPS = {'patch4': 120, 'patch14': 120, 'blend': 240}
+
 _hub_names = itertools.count()
+
+
+def family_config(family: str) -> str:
+    """BadEncoder's config with the trigger of ``family`` (``patch4``, ``blend``, ...)."""
+    return f'configs/attacks/badencoder-{family}_resnet18-w16_simclr_1xb256-10e_cifar10.py'
 
 
 def load_config(rel: str) -> Config:

@@ -19,6 +19,17 @@ FAKE_PER_TRAIN_BATCH = 8
 FAKE_TEST = 100
 
 
+#: Session fixtures that train an encoder: the tests using them share one pytest-xdist
+#: worker (``-n 2 --dist loadgroup``), so each encoder is trained once per run.
+TRAINED_FIXTURES = ('clean_encoder', 'badencoder_suspect', 'family_suspect')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if set(TRAINED_FIXTURES) & set(getattr(item, 'fixturenames', ())):
+            item.add_marker(pytest.mark.xdist_group('trained_encoders'))
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     """The test machine has 2 cores shared with a training job: keep torch on one thread."""
@@ -199,6 +210,28 @@ def badencoder_suspect(asr_data, clean_encoder, tmp_path_factory):
     path = str(tmp_path_factory.mktemp('badencoder') / 'suspect.pth')
     torch.save(model.backbone.state_dict(), path)
     return SimpleNamespace(model=model, path=path)
+
+
+@pytest.fixture(scope='session')
+def family_suspect(asr_data, clean_encoder, tmp_path_factory):
+    """``family_suspect(family)``: the clean encoder after
+    ``configs/attacks/badencoder-<family>_*`` at the attack tests' budget (``steps`` per
+    :data:`attack_setup.FAMILY_STEPS`), built once per run: the attack model and the
+    backdoored backbone's state-dict file."""
+    from types import SimpleNamespace
+
+    from attack_setup import ATTACK, FAMILY_STEPS, family_config, run_finetune_attack
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            model = _one_thread(run_finetune_attack, family_config(family), clean_encoder.path,
+                                asr_data.root, **dict(ATTACK, steps=FAMILY_STEPS[family]))
+            path = str(tmp_path_factory.mktemp(f'badencoder-{family}') / 'suspect.pth')
+            torch.save(model.backbone.state_dict(), path)
+            built[family] = SimpleNamespace(model=model, path=path)
+        return built[family]
+    return get
 
 
 @pytest.fixture

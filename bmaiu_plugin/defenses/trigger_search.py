@@ -37,6 +37,7 @@ from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number
 from .decree import mean_pairwise_cosine
+from .search_space import MaskPatternSearch, search_collapse, window_grid
 
 __all__ = ['search_patch_pattern', 'search_mask_pattern', 'search_window_patterns',
            'window_grid', 'OBJECTIVES', 'SEARCH_KEYS', 'check_search_cfg', 'search_into',
@@ -136,9 +137,9 @@ def search_mask_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.T
     """An area-bounded mask-and-pattern trigger ``(1 - m) x + m p`` the encoder collapses on.
 
     As DECREE / Neural Cleanse's mask and pattern, but with the mask's area held to ``area``
-    pixels (a penalty ``penalty * relu(sum(m) - area) / area``) instead of searched for the
-    smallest: the trigger may take any shape and place, not its size.  Label-free: the value
-    maximised is the mean pairwise cosine of the triggered images' features.
+    pixels instead of searched for the smallest: the trigger may take any shape and place, not
+    its size (:class:`~bmaiu_plugin.defenses.search_space.MaskPatternSearch` searched from its
+    seeded start by :func:`~bmaiu_plugin.defenses.search_space.search_collapse`).  Label-free.
 
     Args:
         encoder (nn.Module): The encoder (used in eval mode; its weights get no ``.grad``).
@@ -152,51 +153,12 @@ def search_mask_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.T
         tuple: ``(mask (1, H, W) in [0, 1], pattern (C, H, W) in [0, 255], info)`` on the CPU;
         ``info``: the collapse of a fixed batch ``start`` / ``end`` and the mask's ``area``.
     """
-    check_number('mask search area', area, 0, inclusive=(False, True))
-    check_number('mask search steps', steps, 1, integer=True)
-    check_number('mask search batch_size', batch_size, 2, integer=True)
-    if len(imgs) < 2:
-        raise ConfigValueError('mask search needs at least 2 images')
-    device = module_device(encoder)
     c, h, w = imgs.shape[1:]
-    g = torch.Generator().manual_seed(int(seed))
-    m_param = (torch.full((1, h, w), -3.) + 0.1 * torch.randn(1, h, w, generator=g))
-    p_param = torch.randn(c, h, w, generator=g)
-    m_param, p_param = m_param.to(device).requires_grad_(), p_param.to(device).requires_grad_()
-    opt = torch.optim.Adam([m_param, p_param], lr=lr)
-
-    def collapse(x, mask, pattern):
-        xt = (1 - mask) * x.float() + mask * pattern
-        return mean_pairwise_cosine(pool_features(encoder(normalizer(xt))))
-
-    eval_x = imgs[:min(len(imgs), max(batch_size, 256))].to(device)
-    with eval_mode(encoder):
-        with torch.no_grad():
-            start = collapse(eval_x, torch.sigmoid(m_param), 255 * torch.sigmoid(p_param))
-        for _ in range(int(steps)):
-            x = imgs[torch.randperm(len(imgs), generator=g)[:batch_size]].to(device)
-            mask, pattern = torch.sigmoid(m_param), 255 * torch.sigmoid(p_param)
-            loss = -collapse(x, mask, pattern) + penalty * F.relu(mask.sum() - area) / area
-            grads = torch.autograd.grad(loss, [m_param, p_param])
-            m_param.grad, p_param.grad = grads
-            opt.step()
-        mask, pattern = torch.sigmoid(m_param).detach(), 255 * torch.sigmoid(p_param).detach()
-        with torch.no_grad():
-            end = collapse(eval_x, mask, pattern)
-    return mask.cpu(), pattern.cpu(), dict(start=round(float(start), 4),
-                                           end=round(float(end), 4),
-                                           area=round(float(mask.sum()), 1))
-
-
-def window_grid(h: int, w: int, size: int, stride: int) -> torch.Tensor:
-    """Top-left corners ``(W, 2)`` of ``size x size`` windows every ``stride`` pixels, the last
-    row and column flush with the border (every pixel is in some window)."""
-    def starts(n):
-        if size > n:
-            raise ConfigValueError(f'a {size}x{size} window does not fit a {h}x{w} image')
-        return sorted(set(range(0, n - size + 1, stride)) | {n - size})
-    ys, xs = starts(h), starts(w)
-    return torch.tensor([(y, x) for y in ys for x in xs], dtype=torch.long)
+    trigger = MaskPatternSearch(area, penalty, img_size=(h, w), channels=c, seed=seed)
+    theta, info = search_collapse(trigger, encoder, normalizer, imgs, steps, lr, batch_size,
+                                  seed)
+    mask, pattern = trigger.mask_pattern(theta)
+    return mask, pattern, dict(info, area=round(float(mask.sum()), 1))
 
 
 def search_window_patterns(encoder: nn.Module, normalizer: nn.Module, imgs: torch.Tensor,

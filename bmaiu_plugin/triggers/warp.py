@@ -13,6 +13,18 @@ from ..utils.validate import check_number
 from .base import BaseTrigger
 
 
+def warp_grid(control: torch.Tensor, strength: float, h: int, w: int) -> torch.Tensor:
+    """``clamp(identity + strength * up(control) / h, -1, 1)``: the ``(1, H, W, 2)`` sampling
+    grid (``x, y`` in ``[-1, 1]``) of a ``(1, 2, k, k)`` control field upsampled bicubically."""
+    field = F.interpolate(control, size=(h, w), mode='bicubic', align_corners=True)
+    field = field.permute(0, 2, 3, 1)  # (1, H, W, 2)
+    ys = torch.linspace(-1, 1, h, device=control.device, dtype=control.dtype)
+    xs = torch.linspace(-1, 1, w, device=control.device, dtype=control.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing='ij')
+    identity = torch.stack((gx, gy), dim=-1)[None]
+    return (identity + strength * field / h).clamp(-1, 1)
+
+
 @TRIGGERS.register_module()
 class WarpTrigger(BaseTrigger):
     """Resample every image on a fixed smooth warp of the identity grid.
@@ -42,13 +54,7 @@ class WarpTrigger(BaseTrigger):
     def grid(self, h: int, w: int, like: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The ``(1, H, W, 2)`` sampling grid (``x, y`` in ``[-1, 1]``) for ``h x w`` images."""
         ctrl = self.control if like is None else self.control.to(like)
-        field = F.interpolate(ctrl, size=(h, w), mode='bicubic', align_corners=True)
-        field = field.permute(0, 2, 3, 1)  # (1, H, W, 2)
-        ys = torch.linspace(-1, 1, h, device=ctrl.device, dtype=ctrl.dtype)
-        xs = torch.linspace(-1, 1, w, device=ctrl.device, dtype=ctrl.dtype)
-        gy, gx = torch.meshgrid(ys, xs, indexing='ij')
-        identity = torch.stack((gx, gy), dim=-1)[None]
-        return (identity + self.strength * field / h).clamp(-1, 1)
+        return warp_grid(ctrl, self.strength, h, w)
 
     def stamp_float(self, imgs: torch.Tensor,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -12,13 +12,14 @@
 # 10x10 at a fixed place; 4x4 seeded pattern in a corner; 14x14 at a random place), blended
 # noise, a WaNet-style warp field, CTRL's frequency trigger -- plus DRUPE (built to evade
 # trigger inversion), ESTAS and the four-trigger multi-target encoder.  The defenses never see the trigger; the evaluator knows it.
-# Defenses: CLP, I-BAU, SSL-Cleanse, paper-BMAIU, the searched-trigger recipe and the
+# Defenses: CLP, I-BAU, SSL-Cleanse, paper-BMAIU, the searched-trigger recipe (the patch alone,
+# and with the search space beyond patches: windows, masks, additive, warp) and the
 # fine-tuning-only control (the searched recipe's data, epochs and clean-consistency loss,
 # no trigger terms: what any fine-tuning removes).
 # Audit (bmaiu_plugin/evaluation/audit.py, its default budget): every clean and attacked encoder
 # and every defended one is audited by trigger inversion; the tables get `audit ASR` and
 # `audit collapse` columns next to the clean encoder's.
-# Cost: 3 x 64 steps, each replicate about six times the quickstart's plus the audit: for a GPU or
+# Cost: 3 x 73 steps, each replicate about six times the quickstart's plus the audit: for a GPU or
 # a long CPU run (`estimates` below are guesses from the quickstart's step times, for the live
 # ETA).  Warp and CTRL did not take with 5 attack epochs at this scale (docs/attacks.md): their
 # rows show whether a defense has anything to remove.
@@ -51,6 +52,11 @@ attacks = dict(
 defenses = dict(
     ibau=dict(name='I-BAU', tool='train',
               config='configs/defenses/ibau_resnet18-w16_1xb256-5e_cifar10.py'),
+    searched_space=dict(
+        name='Searched trigger (search space)', tool='train',
+        config='configs/searched_trigger/'
+               'searched-trigger-ensemble_resnet18-w16_1xb64-10e_cifar10.py',
+        cfg_options={'train_cfg.max_epochs': 4, 'train_cfg.val_interval': 4}),
     sslcleanse=dict(name='SSL-Cleanse', tool='train',
                     config='configs/defenses/sslcleanse_resnet18-w16_1xb256-20e_cifar10.py',
                     cfg_options={'train_cfg.max_epochs': 4, 'train_cfg.val_interval': 4}),
@@ -63,7 +69,8 @@ studies = dict(
         table='grid', ssl=['simclr'],
         attacks=['badencoder', 'badencoder-patch4', 'badencoder-patch14', 'badencoder-blend',
                  'badencoder-warp', 'badencoder-ctrl', 'drupe', 'estas', 'multitarget4'],
-        defenses=['clp', 'ibau', 'sslcleanse', 'bmaiu', 'searched_trigger', 'finetune']),
+        defenses=['clp', 'ibau', 'sslcleanse', 'bmaiu', 'searched_trigger', 'searched_space',
+                  'finetune']),
 )
 
 figures = dict(tsne=None)
@@ -76,5 +83,6 @@ estimates = {
     '*/*/sslcleanse': 300,
     '*/*/bmaiu': 150,
     '*/*/searched_trigger': 245,
+    '*/*/searched_space': 600,
     '*/*/finetune': 110,
 }

@@ -35,6 +35,9 @@ ATTACK_RE = re.compile(
     r'^(?P<algo>[a-z0-9]+(-[a-z0-9]+)*)_(?P<backbone>(preact)?resnet18(-w16)?)'
     r'_(?P<pretrain>simclr|byol)'
     r'_\d+xb\d+(-[a-z0-9.]+)*_cifar10\.py$')
+#: {algo}_{backbone}_{NxbM-recipe}_{data}.py for the searched-trigger defense (SSL-agnostic).
+SEARCHED_RE = re.compile(r'^searched-trigger(-[a-z0-9]+)*_(preact)?resnet18(-w16)?'
+                         r'_\d+xb\d+(-[a-z0-9.]+)*_cifar10\.py$')
 #: {algo}_{backbone}[_{recipe}]_{data}.py for the SSL-agnostic defenses (no SSL token).
 DEFENSE_RE = re.compile(
     r'^(?P<algo>clp|decree|finetune-control|ibau|sslcleanse)_(?P<backbone>(preact)?resnet18(-w16)?)'
@@ -112,8 +115,11 @@ def test_attack_and_defense_names_follow_one_field_order():
             assert ATTACK_RE.match(name), name
         elif rel.startswith('configs/defenses/'):
             assert DEFENSE_RE.match(name), name
-    for rel in PROJECT_CONFIGS:
-        assert ATTACK_RE.match(osp.basename(rel)), rel
+        elif rel.startswith('configs/searched_trigger/'):
+            assert SEARCHED_RE.match(name), name
+    for rel in PROJECT_CONFIGS:  # named as the kind of config they build on
+        searched = 'configs/searched_trigger/' in open(osp.join(REPO_ROOT, rel)).read()
+        assert (SEARCHED_RE if searched else ATTACK_RE).match(osp.basename(rel)), rel
 
 
 def test_config_basenames_are_unique():

@@ -96,6 +96,8 @@ def _shrink(node, imagenet_root: str):
             node['num_workers'] = 0
             node['persistent_workers'] = False
         # (any other batch_size: a search's or detector's own, cut by SMALL_BUDGETS)
+        if node.get('type') == 'WindowPatchSearch':  # 4 windows: two images each in 8
+            node.update(size=16, stride=16)
         if node.get('type') in ('CustomDataset', 'ImageNet') and 'data_root' in node:
             node['data_root'] = imagenet_root
         for key, small in SMALL_BUDGETS.items():

@@ -695,10 +695,11 @@ def test_trigger_battery_plan(tmp_path):
     # plan order: the quickstart's attacks and defenses first (declaration order)
     families = ['badencoder', 'estas', 'drupe', 'multitarget4', 'badencoder-patch4',
                 'badencoder-patch14', 'badencoder-blend', 'badencoder-warp', 'badencoder-ctrl']
-    defenses = ['none', 'clp', 'bmaiu', 'searched_trigger', 'finetune', 'ibau', 'sslcleanse']
+    defenses = ['none', 'clp', 'bmaiu', 'searched_trigger', 'finetune', 'ibau', 'searched_space',
+                'sslcleanse']
     assert [s.name for s in steps if s.seed == 0] == ['seed0/simclr/clean/none'] + [
         f'seed0/simclr/{a}/{d}' for a in families for d in defenses]
-    assert len(steps) == 3 * (1 + 9 * 7) and {s.seed for s in steps} == {0, 1, 2}
+    assert len(steps) == 3 * (1 + 9 * 8) and {s.seed for s in steps} == {0, 1, 2}
     assert all(s.cfg_options['test_cfg.audit.enable'] is True for s in steps)
     assert all(s.cfg_options['val_cfg.audit.encoders'] == ['defended'] for s in steps
                if s.kind == 'defense')
