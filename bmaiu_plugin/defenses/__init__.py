@@ -8,11 +8,14 @@ from .ibau import (EncoderClassifier, IBAUDefense, IBAUHook, ibau_hypergradient,
                    ibau_perturbation, ibau_unlearn)
 from .searched_trigger import SearchedTriggerUnlearning
 from .sslcleanse import SSLCleanse, mad_anomaly_index, sslcleanse_detect
-from .trigger_search import TriggerSearchHook, search_mask_pattern, search_patch_pattern
+from .search_space import (AdditiveSearch, MaskPatternSearch, SearchableTrigger, WarpSearch,
+                           WindowPatchSearch, search_collapse)
+from .trigger_search import TriggerSearchHook, search_patch_pattern
 
 __all__ = ['BaseDefense', 'FineTuneControl', 'BMAIU', 'BMAIUStageHook', 'unlearning_losses',
-           'SearchedTriggerUnlearning', 'TriggerSearchHook', 'search_mask_pattern',
-           'search_patch_pattern', 'CLPDefense',
+           'SearchedTriggerUnlearning', 'TriggerSearchHook', 'search_patch_pattern',
+           'SearchableTrigger', 'WindowPatchSearch', 'MaskPatternSearch', 'AdditiveSearch',
+           'WarpSearch', 'search_collapse', 'CLPDefense',
            'clp_prune', 'clp_scores', 'conv_bn_pairs', 'decree_invert', 'mean_pairwise_cosine',
            'pl1_norm', 'EncoderClassifier', 'IBAUDefense', 'IBAUHook', 'ibau_hypergradient',
            'ibau_inner_map', 'ibau_perturbation', 'ibau_unlearn', 'SSLCleanse',

@@ -4,12 +4,28 @@ A defense receives a suspect encoder (``encoder_checkpoint``) and its own clean 
 produces a defended encoder.  It never receives the attacker's trigger or target: those belong to
 the evaluator (the probe loop's ``triggers``), which scores what the defense exposes here.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..models.finetune_base import EncoderFinetuneBase
+
+#: The probe's name of a defense's own trigger (BMAIU's custom trigger, the searched patch);
+#: further own triggers are ``custom-<name>``.  The evaluator's tables keep these apart from the
+#: attacker's triggers (:func:`is_own_trigger`).
+OWN_TRIGGER = 'custom'
+
+
+def own_trigger_name(name: Optional[str] = None) -> str:
+    """``custom`` or ``custom-<name>``: how a defense names a trigger of its own to the probe."""
+    return OWN_TRIGGER if name is None else f'{OWN_TRIGGER}-{name}'
+
+
+def is_own_trigger(name: str) -> bool:
+    """Whether a probe entry's trigger is the defense's own (:func:`own_trigger_name`), not
+    one of the attacker's."""
+    return name == OWN_TRIGGER or name.startswith(OWN_TRIGGER + '-')
 
 
 class BaseDefense(EncoderFinetuneBase):

@@ -39,7 +39,7 @@ from ..triggers import build_trigger
 from ..utils.data import encode_batched, unwrap_model
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number, is_number
-from .base import BaseDefense
+from .base import BaseDefense, own_trigger_name
 
 __all__ = ['BMAIU', 'BMAIUStageHook', 'unlearning_losses', 'build_custom_trigger']
 
@@ -171,7 +171,7 @@ class BMAIU(BaseDefense):
         ``f1`` and ``f2`` are also probed with the custom trigger (target: the class the probe
         gives R), which checks that stage 1 implanted it and stage 2 removed it.
         """
-        own = [dict(name='custom', trigger=self.custom_trigger, target=-1)]
+        own = [dict(name=own_trigger_name(), trigger=self.custom_trigger, target=-1)]
         implanted = self.teacher if int(self.stage) == 2 else self.backbone
         out = dict(suspect=dict(encoder=self.suspect),
                    implanted=dict(encoder=implanted, triggers=own, reference=self.reference))

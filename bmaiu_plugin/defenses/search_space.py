@@ -44,7 +44,7 @@ from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number
 
 __all__ = ['SearchableTrigger', 'WindowPatchSearch', 'MaskPatternSearch', 'AdditiveSearch',
-           'WarpSearch', 'search_collapse', 'window_grid']
+           'WarpSearch', 'check_search_batch', 'search_collapse', 'window_grid']
 
 Groups = Optional[torch.Tensor]
 
@@ -86,6 +86,11 @@ class SearchableTrigger(BaseTrigger):
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return self.stamp_with(imgs, self.theta.to(imgs), generator)[0]
 
+    def group_trigger(self, k: int) -> BaseTrigger:
+        """The trigger of group ``k`` alone under the current ``theta`` (itself when the member
+        has one group)."""
+        return self
+
 
 @TRIGGERS.register_module()
 class WindowPatchSearch(SearchableTrigger):
@@ -116,6 +121,12 @@ class WindowPatchSearch(SearchableTrigger):
         win = torch.randperm(len(imgs), generator=generator, device=imgs.device) % self.num_groups
         patterns = 127.5 * (torch.tanh(theta) + 1)
         return self.paste(imgs, self.positions[win], patterns=patterns[win]), win
+
+    def group_trigger(self, k: int) -> PatchTrigger:
+        """Window ``k``'s pattern (rounded) as a fixed-place patch."""
+        pattern = (127.5 * (torch.tanh(self.theta[k]) + 1)).round().clamp(0, 255)
+        return PatchTrigger(size=pattern.shape[-1], pattern=pattern.cpu().numpy(),
+                            position=tuple(self.positions[k].tolist())).to(self.theta.device)
 
 
 @TRIGGERS.register_module()
@@ -213,6 +224,19 @@ def window_grid(h: int, w: int, size: int, stride: int) -> torch.Tensor:
     return torch.tensor([(y, x) for y in ys for x in xs], dtype=torch.long)
 
 
+def check_search_batch(trigger: SearchableTrigger, batch_size: int, what: str = 'search',
+                       key: str = 'batch_size') -> int:
+    """``batch_size`` if every group of ``trigger`` gets two images of a search batch, else one
+    clear error naming ``what`` and its ``key`` (a grid of ``W`` windows needs ``2 W``)."""
+    need = 2 * trigger.num_groups
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size < need:
+        raise ConfigValueError(
+            f'{what} ({type(trigger).__name__}) deals each search batch over '
+            f'{trigger.num_groups} groups and needs {key} >= {need}, got {batch_size}: raise '
+            'the batch size or the stride')
+    return check_number(f'{what} {key}', batch_size, need, integer=True)
+
+
 def search_collapse(trigger: SearchableTrigger, encoder: nn.Module, normalizer: nn.Module,
                     imgs: torch.Tensor, steps: int = 200, lr: float = 0.1,
                     batch_size: int = 128, seed: int = 0) -> Tuple[torch.Tensor, Dict]:
@@ -232,7 +256,7 @@ def search_collapse(trigger: SearchableTrigger, encoder: nn.Module, normalizer: 
         evaluation batch before and after (``start``, ``end``).
     """
     check_number('search steps', steps, 1, integer=True)
-    check_number('search batch_size', batch_size, 2 * trigger.num_groups, integer=True)
+    check_search_batch(trigger, batch_size)
     if len(imgs) < 2:
         raise ConfigValueError('a trigger search needs at least 2 images')
     device = module_device(encoder)

@@ -36,9 +36,9 @@ from ..registry import MODELS, TRIGGERS
 from ..utils.data import encode_batched
 from ..utils.errors import ConfigValueError, clip
 from ..utils.validate import check_number
-from .base import BaseDefense
+from .base import BaseDefense, own_trigger_name
 from .bmaiu import build_custom_trigger, unlearning_losses
-from .search_space import SearchableTrigger, search_collapse
+from .search_space import SearchableTrigger, check_search_batch, search_collapse
 from .trigger_search import check_search_cfg, search_into
 
 __all__ = ['SearchedTriggerUnlearning']
@@ -110,12 +110,8 @@ class SearchedTriggerUnlearning(BaseDefense):
         self.members = nn.ModuleList(
             _build_member(m, f'{what} search_space[{i}]') for i, m in enumerate(search_space))
         for i, m in enumerate(self.members):
-            batch = self.search_cfg.get('batch_size', 128)
-            if batch < 2 * m.num_groups:
-                raise ConfigValueError(
-                    f'{what} search_space[{i}] ({type(m).__name__}) deals each search batch '
-                    f'over {m.num_groups} groups and needs search.batch_size >= '
-                    f'{2 * m.num_groups}, got {batch}: raise the batch size or the stride')
+            check_search_batch(m, self.search_cfg.get('batch_size', 128),
+                               f'{what} search_space[{i}]', 'search.batch_size')
         self.reference_cfg = check_reference_cfg(reference, f'{what} reference')
         self.u0, self.u2, self.u3 = float(u0), float(u2), float(u3)
         # the first search's objective (start, end), of the patch and per member: kept in
@@ -146,7 +142,7 @@ class SearchedTriggerUnlearning(BaseDefense):
 
     def member_names(self) -> list:
         """The names of the ``search_space`` members in reports (``custom-<family>``)."""
-        names = [f'custom-{m.family}' for m in self.members]
+        names = [own_trigger_name(m.family) for m in self.members]
         return [n if names.count(n) == 1 else f'{n}{i}' for i, n in enumerate(names)]
 
     def search_trigger(self, encoder: str = 'backbone') -> dict:
@@ -203,7 +199,7 @@ class SearchedTriggerUnlearning(BaseDefense):
     def probe_encoders(self) -> Dict[str, dict]:
         """The suspect and the defended encoder, the latter also with the searched triggers
         (``custom`` and :meth:`member_names`, target: the class the probe gives R)."""
-        own = [dict(name='custom', trigger=self.trigger, target=-1)] + [
+        own = [dict(name=own_trigger_name(), trigger=self.trigger, target=-1)] + [
             dict(name=n, trigger=m, target=-1)
             for n, m in zip(self.member_names(), self.members)]
         return dict(suspect=dict(encoder=self.suspect),

@@ -29,18 +29,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.hooks import Hook
 
-from ..models.features import grouped_pairwise_cosine, pool_features
+from ..models.features import pool_features
 from ..registry import HOOKS
-from ..triggers import PatchTrigger
 from ..utils.data import eval_mode, unwrap_model
 from ..utils.device import module_device
 from ..utils.errors import ConfigValueError
 from ..utils.validate import check_number
 from .decree import mean_pairwise_cosine
-from .search_space import MaskPatternSearch, search_collapse, window_grid
 
-__all__ = ['search_patch_pattern', 'search_mask_pattern', 'search_window_patterns',
-           'window_grid', 'OBJECTIVES', 'SEARCH_KEYS', 'check_search_cfg', 'search_into',
+__all__ = ['search_patch_pattern', 'OBJECTIVES', 'SEARCH_KEYS', 'check_search_cfg', 'search_into',
            'TriggerSearchHook']
 
 OBJECTIVES = ('collapse', 'shift')
@@ -128,96 +125,6 @@ def _search(encoder, normalizer, imgs, trigger, steps, lr, batch_size, objective
     pattern = (127.5 * (torch.tanh(param.detach()) + 1)).round().clamp(0, 255)
     after = measure(pattern)
     return pattern.cpu(), dict(objective=objective, start=round(before, 4), end=round(after, 4))
-
-
-def search_mask_pattern(encoder: nn.Module, normalizer: nn.Module, imgs: torch.Tensor,
-                        area: float, steps: int = 200, lr: float = 0.1, batch_size: int = 128,
-                        penalty: float = 10., seed: int = 0
-                        ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, float]]:
-    """An area-bounded mask-and-pattern trigger ``(1 - m) x + m p`` the encoder collapses on.
-
-    As DECREE / Neural Cleanse's mask and pattern, but with the mask's area held to ``area``
-    pixels instead of searched for the smallest: the trigger may take any shape and place, not
-    its size (:class:`~bmaiu_plugin.defenses.search_space.MaskPatternSearch` searched from its
-    seeded start by :func:`~bmaiu_plugin.defenses.search_space.search_collapse`).  Label-free.
-
-    Args:
-        encoder (nn.Module): The encoder (used in eval mode; its weights get no ``.grad``).
-        normalizer (nn.Module): Pixel space to the encoder's input.
-        imgs (Tensor): ``(N, C, H, W)`` uint8 clean images, ``N >= 2``.
-        area (float): Mask area in pixels (a 10x10 patch has 100).
-        steps (int): Adam steps. lr (float): Adam learning rate. batch_size (int): Images per
-            step. penalty (float): Weight of the area excess. seed (int): Batches and start.
-
-    Returns:
-        tuple: ``(mask (1, H, W) in [0, 1], pattern (C, H, W) in [0, 255], info)`` on the CPU;
-        ``info``: the collapse of a fixed batch ``start`` / ``end`` and the mask's ``area``.
-    """
-    c, h, w = imgs.shape[1:]
-    trigger = MaskPatternSearch(area, penalty, img_size=(h, w), channels=c, seed=seed)
-    theta, info = search_collapse(trigger, encoder, normalizer, imgs, steps, lr, batch_size,
-                                  seed)
-    mask, pattern = trigger.mask_pattern(theta)
-    return mask, pattern, dict(info, area=round(float(mask.sum()), 1))
-
-
-def search_window_patterns(encoder: nn.Module, normalizer: nn.Module, imgs: torch.Tensor,
-                           size: int, stride: Optional[int] = None, steps: int = 200,
-                           lr: float = 0.1, batch_size: int = 128, seed: int = 0
-                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One ``size x size`` pattern per window of a grid, each pasted at its own fixed place.
-
-    Fixed-place triggers (a patch in a corner) only fire where they were implanted; a pattern
-    pasted at a random place per image misses them.  Every window of :func:`window_grid`
-    gets its own pattern; each step deals a batch out evenly over the windows and maximises the
-    mean over windows of the triggered features' collapse within each window's share, so all
-    windows are searched at the cost of one search.  Label-free.
-
-    Args:
-        encoder (nn.Module): The encoder (used in eval mode; its weights get no ``.grad``).
-        normalizer (nn.Module): Pixel space to the encoder's input.
-        imgs (Tensor): ``(N, C, H, W)`` uint8 clean images.
-        size (int): Window side. stride (int, optional): Grid step (default ``size``).
-        steps (int): Adam steps. lr (float): Adam learning rate. batch_size (int): Images per
-            step (at least two per window). seed (int): Batches, dealing and start patterns.
-
-    Returns:
-        tuple: ``(positions (W, 2), patterns (W, C, S, S) in [0, 255], collapse (W,))`` on the
-        CPU; ``collapse``: each window's collapse on a fixed evaluation batch after the search.
-    """
-    check_number('window search size', size, 1, integer=True)
-    stride = check_number('window search stride', size if stride is None else stride, 1,
-                          integer=True)
-    check_number('window search steps', steps, 1, integer=True)
-    device = module_device(encoder)
-    c, h, w = imgs.shape[1:]
-    pos = window_grid(h, w, size, stride).to(device)
-    n_win = len(pos)
-    if int(batch_size) < 2 * n_win or len(imgs) < 2:
-        raise ConfigValueError(f'window search needs batch_size >= {2 * n_win} (two images per '
-                               f'window of {n_win}) and 2 images, got batch_size={batch_size}')
-    g = torch.Generator().manual_seed(int(seed))
-    param = torch.randn(n_win, c, size, size, generator=g).to(device).requires_grad_()
-    opt = torch.optim.Adam([param], lr=lr)
-    stamp = PatchTrigger(size=size, pattern='white', position=(0, 0)).to(device).stamp_at
-
-    def collapse(x, win, patterns):
-        xt = stamp(x.float(), pos[win], patterns=patterns[win])
-        return grouped_pairwise_cosine(pool_features(encoder(normalizer(xt))), win, n_win)
-
-    with eval_mode(encoder):
-        for _ in range(int(steps)):
-            x = imgs[torch.randperm(len(imgs), generator=g)[:batch_size]].to(device)
-            win = (torch.randperm(len(x), generator=g) % n_win).to(device)
-            loss = -collapse(x, win, 127.5 * (torch.tanh(param) + 1)).nanmean()
-            param.grad, = torch.autograd.grad(loss, [param])
-            opt.step()
-        patterns = (127.5 * (torch.tanh(param.detach()) + 1)).round().clamp(0, 255)
-        eval_x = imgs[:min(len(imgs), 256)].to(device)
-        with torch.no_grad():
-            per = torch.stack([collapse(eval_x, torch.full((len(eval_x),), k, device=device),
-                                        patterns)[k] for k in range(n_win)])
-    return pos.cpu(), patterns.cpu(), per.cpu()
 
 
 #: Keys of a search configuration (:func:`search_patch_pattern`'s arguments).

@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.features import mean_pairwise_cosine
-from ..defenses.trigger_search import (search_mask_pattern, search_patch_pattern,
-                                       search_window_patterns)
+from ..defenses.search_space import MaskPatternSearch, WindowPatchSearch, search_collapse
+from ..defenses.trigger_search import search_patch_pattern
+from ..models.features import mean_pairwise_cosine, pool_features
 from ..triggers import PatchTrigger
 from ..utils.data import encode_batched, eval_mode
 from ..utils.device import module_device
@@ -94,43 +94,45 @@ def inverted_triggers(encoder: nn.Module, normalizer: nn.Module, shadow: torch.T
         dict: ``patch<S>``: per patch size, the ``S x S`` pattern, pasted at a random position
         per image, whose triggered features collapse most (a :class:`PatchTrigger`);
         ``window<S>``: per window size, the ``S x S`` pattern at the fixed place (a window of a
-        grid, :func:`~bmaiu_plugin.defenses.trigger_search.search_window_patterns`) whose
-        triggered features collapse most;
-        ``mask<A>``: per mask area, the mask (of any shape and place, ``A`` pixels) and
-        full-image pattern they collapse most on
-        (:func:`~bmaiu_plugin.defenses.trigger_search.search_mask_pattern`).  Callables
+        grid, searched together as a
+        :class:`~bmaiu_plugin.defenses.search_space.WindowPatchSearch`) whose triggered
+        features collapse most; ``mask<A>``: per mask area, the mask (of any shape and place,
+        ``A`` pixels) and full-image pattern they collapse most on (a
+        :class:`~bmaiu_plugin.defenses.search_space.MaskPatternSearch`).  Triggers
         ``t(imgs, generator=None)`` on 0-255 images.
     """
+    device = module_device(encoder)
+    budget = dict(steps=cfg['search_steps'], lr=cfg['search_lr'], batch_size=cfg['batch_size'],
+                  seed=cfg['seed'])
     out: Dict[str, Callable] = {}
     for size in cfg['patch_sizes']:
         trig = PatchTrigger(size=size, pattern='random', position='random',
-                            seed=cfg['seed'] + size).to(module_device(encoder))
-        pattern, _ = search_patch_pattern(encoder, normalizer, shadow, trig,
-                                          steps=cfg['search_steps'], lr=cfg['search_lr'],
-                                          batch_size=cfg['batch_size'], seed=cfg['seed'])
+                            seed=cfg['seed'] + size).to(device)
+        pattern, _ = search_patch_pattern(encoder, normalizer, shadow, trig, **budget)
         trig.pattern.copy_(pattern.to(trig.pattern))
         out[f'patch{size}'] = trig
-    for size in cfg['window_sizes']:
-        pos, patterns, collapse = search_window_patterns(
-            encoder, normalizer, shadow, size, steps=cfg['search_steps'], lr=cfg['search_lr'],
-            batch_size=cfg['batch_size'], seed=cfg['seed'])
-        k = int(collapse.argmax())
-        out[f'window{size}'] = PatchTrigger(size=size, pattern=patterns[k].numpy(),
-                                            position=tuple(pos[k].tolist())).to(
-                                                module_device(encoder))
-    for area in cfg['mask_areas']:
-        mask, pattern, _ = search_mask_pattern(encoder, normalizer, shadow, area,
-                                               steps=cfg['search_steps'], lr=cfg['search_lr'],
-                                               batch_size=cfg['batch_size'], seed=cfg['seed'])
-        out[f'mask{area:g}'] = _masked(mask, pattern)
+    c, h, w = shadow.shape[1:]
+    members = {f'window{s}': WindowPatchSearch(s, stride=s, img_size=(h, w), channels=c,
+                                               seed=cfg['seed']) for s in cfg['window_sizes']}
+    members.update({f'mask{a:g}': MaskPatternSearch(a, img_size=(h, w), channels=c,
+                                                    seed=cfg['seed']) for a in cfg['mask_areas']})
+    for name, member in members.items():
+        member.to(device)
+        theta, _ = search_collapse(member, encoder, normalizer, shadow, **budget)
+        member.theta.copy_(theta.to(member.theta))
+        out[name] = _most_collapsing_group(member, encoder, normalizer, shadow[:256])
     return out
 
 
-def _masked(mask: torch.Tensor, pattern: torch.Tensor) -> Callable:
-    def stamp(x: torch.Tensor, generator=None) -> torch.Tensor:
-        m, p = mask.to(x.device), pattern.to(x.device)
-        return (1 - m) * x.float() + m * p
-    return stamp
+@torch.no_grad()
+def _most_collapsing_group(member, encoder, normalizer, imgs: torch.Tensor) -> Callable:
+    """The group of ``member`` (a window of the grid) whose trigger collapses ``imgs`` most."""
+    if member.num_groups == 1:
+        return member
+    groups = [member.group_trigger(k) for k in range(member.num_groups)]
+    collapse = [mean_pairwise_cosine(pool_features(encoder(normalizer(t(imgs.float())))))
+                for t in groups]
+    return groups[int(torch.stack(collapse).argmax())]
 
 
 def _stamped(trigger: Callable, imgs: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:

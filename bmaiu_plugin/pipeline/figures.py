@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, TextIO
 import numpy as np
 
 from ..models.features import CIFAR10_MEAN, CIFAR10_STD
-from .report import CUSTOM, RunIndex, collect_runs, sweep_value
+from .report import RunIndex, collect_runs, is_own_trigger, sweep_value
 
 #: CIFAR-10 mean / std on the 0-255 scale (the configs' ``mean`` / ``std``).
 
@@ -331,7 +331,7 @@ def make_figures(cfg, steps: Sequence, out_dir: str, stream: Optional[TextIO] = 
                     ref = next((c for c in cells.values() if c), None)
                     if ref is None:
                         continue
-                    trigs = [t for t in ref if t != CUSTOM]
+                    trigs = [t for t in ref if not is_own_trigger(t)]
                     matrix = [[None if cells[d].get(t, {}).get('ASR') is None
                                else cells[d][t]['ASR'].mean for d in groups] for t in trigs]
                     labels = [f'Target {ref[t]["target"]}' if ref[t]['target'] is not None

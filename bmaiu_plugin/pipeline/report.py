@@ -16,8 +16,9 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-#: Name of BMAIU's own trigger in its metrics (never the attacker's).
-CUSTOM = 'custom'
+# the defense's own triggers in its metrics (BMAIU's ``custom``; never the attacker's)
+from ..defenses.base import OWN_TRIGGER as CUSTOM, is_own_trigger
+
 #: Encoder role of a flat metrics.json, by step kind.
 FLAT_ROLE = {'pretrain': 'clean', 'eval': 'clean', 'attack': 'attacked', 'poison': 'attacked',
              'defense': 'defended'}
@@ -206,12 +207,12 @@ AUDIT_KEYS = ('audit_ASR', 'audit_collapse')
 
 
 def attack_metrics(entry: Optional[dict]) -> Dict[str, Optional[float]]:
-    """BA, ASR / PA averaged over the attacker's triggers (every trigger but BMAIU's
-    ``custom``) and the audit's columns (:data:`AUDIT_KEYS`, ``None`` when not audited) of one
-    encoder entry."""
+    """BA, ASR / PA averaged over the attacker's triggers (every trigger but the defense's own,
+    :func:`~bmaiu_plugin.defenses.base.is_own_trigger`) and the audit's columns
+    (:data:`AUDIT_KEYS`, ``None`` when not audited) of one encoder entry."""
     if entry is None:
         return dict(BA=None, ASR=None, PA=None, **{k: None for k in AUDIT_KEYS})
-    cells = [c for c in trigger_cells(entry) if c[0] != CUSTOM]
+    cells = [c for c in trigger_cells(entry) if not is_own_trigger(c[0])]
     return dict(BA=_num(entry.get('BA')), ASR=_mean(c[2] for c in cells),
                 PA=_mean(c[3] for c in cells), **{k: _num(entry.get(k)) for k in AUDIT_KEYS})
 
@@ -408,7 +409,7 @@ def per_target_table(cfg, study: dict, index: RunIndex, ssl: str, attack: str,
     n = len(index.seeds)
     cells = {d: index.trigger_stats(ssl, attack, d) for d in groups}
     ref = next((c for c in cells.values() if c), {})
-    trig_names = [t for t in ref if t != CUSTOM]
+    trig_names = [t for t in ref if not is_own_trigger(t)]
     head = ['attack target'] + [f'{_display(cfg, "defenses", d)} {k}' for d in groups
                                 for k in metrics]
     body, cols = [], [[] for _ in range(len(metrics) * len(groups))]

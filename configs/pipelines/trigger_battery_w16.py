@@ -5,15 +5,16 @@
 #   (--seeds 0 for one replicate; --only 'simclr/badencoder-blend/*' for one family)
 # Data: real CIFAR-10 from $BMAIU_DATA_ROOT; HTBA triggers from $BMAIU_TRIGGER_ROOT.
 #
-# Scale: the quickstart's (_base_): a width-16 SimCLR encoder (3 epochs on 20,000 images, views
-# on the device), every attack 5 epochs of fine-tuning on 10 % shadow data at batch 64, the
-# defenses at the quickstart's budgets; probe on 5,000 training / 2,000 test images.
+# Scale: the quickstart's (_base_): a width-16 SimCLR encoder (3 epochs on 10,000 images, views
+# on the device), every attack 5 epochs of fine-tuning on 10 % shadow data at batch 64 with
+# every target anchored on 50 reference images, the defenses at the quickstart's budgets; probe
+# on 5,000 training / 2,000 test images.
 # Attacks: BadEncoder's fine-tuning (target truck) with each trigger family -- patch (HTBA
 # 10x10 at a fixed place; 4x4 seeded pattern in a corner; 14x14 at a random place), blended
 # noise, a WaNet-style warp field, CTRL's frequency trigger -- plus DRUPE (built to evade
 # trigger inversion), ESTAS and the four-trigger multi-target encoder.  The defenses never see the trigger; the evaluator knows it.
-# Defenses: CLP, I-BAU, SSL-Cleanse, paper-BMAIU, the searched-trigger recipe (the patch alone,
-# and with the search space beyond patches: windows, masks, additive, warp) and the
+# Defenses: CLP, I-BAU, SSL-Cleanse, paper-BMAIU, the searched-trigger recipe (the patch with
+# fixed-place windows, and with the whole search space: windows, masks, additive, warp) and the
 # fine-tuning-only control (the searched recipe's data, epochs and clean-consistency loss,
 # no trigger terms: what any fine-tuning removes).
 # Audit (bmaiu_plugin/evaluation/audit.py, its default budget): every clean and attacked encoder
@@ -37,12 +38,17 @@ options = dict(
 
 _family = 'configs/attacks/badencoder-{}_resnet18-w16_simclr_1xb256-10e_cifar10.py'
 attacks = dict(
+    estas=dict(
+        name='ESTAS', type='finetune', evaluate='estas',
+        config='configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
     drupe=dict(
         name='DRUPE', type='finetune', evaluate='drupe',
         config='configs/attacks/drupe_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
     multitarget4=dict(
         name='Multi-target (4)', type='finetune', evaluate='multitarget4',
-        config='configs/attacks/badencoder-multitarget4_resnet18-w16_simclr_1xb64-10e_cifar10.py'),
+        config='configs/attacks/badencoder-multitarget4_resnet18-w16_simclr_1xb64-10e_cifar10.py',
+        # every target's anchor on 50 images (the quickstart's attack options set target 0's)
+        cfg_options={f'model.targets.{i}.reference.num': 50 for i in range(1, 4)}),
     **{f'badencoder-{f}': dict(name=f'BadEncoder {label}', type='finetune',
                                evaluate=f'badencoder-{f}', config=_family.format(f))
        for f, label in (('patch4', 'patch 4x4 fixed'), ('patch14', 'patch 14x14 random'),
@@ -56,7 +62,8 @@ defenses = dict(
         name='Searched trigger (search space)', tool='train',
         config='configs/searched_trigger/'
                'searched-trigger-ensemble_resnet18-w16_1xb64-10e_cifar10.py',
-        cfg_options={'train_cfg.max_epochs': 4, 'train_cfg.val_interval': 4}),
+        cfg_options={'train_cfg.max_epochs': 4, 'train_cfg.val_interval': 4,
+                     'model.search.steps': 200, 'model.restart_steps': 50}),
     sslcleanse=dict(name='SSL-Cleanse', tool='train',
                     config='configs/defenses/sslcleanse_resnet18-w16_1xb256-20e_cifar10.py',
                     cfg_options={'train_cfg.max_epochs': 4, 'train_cfg.val_interval': 4}),

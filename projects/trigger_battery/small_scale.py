@@ -6,7 +6,8 @@ searched-trigger config (or the fine-tuning-only control) at the defense test's 
 (``tests/defenses/test_searched_trigger_defense.py``).  One CPU thread.
 
     PYTHONPATH=.:tests python projects/trigger_battery/small_scale.py \
-        --families clean blend patch4 --defense configs/searched_trigger/<config>.py --seeds 0 1 2
+        --families clean blend patch4 estas multitarget4 \
+        --defense configs/searched_trigger/<config>.py --seeds 0 1 2
 
 Prints one line per (family, seed): the suspect's and the defended encoder's BA / ASR / PA.
 Seed ``k`` is the attack's and the defense's seed (the clean encoder is the tests' one);
@@ -21,11 +22,39 @@ import time
 
 import torch
 
-from attack_setup import (ATTACK, BADENCODER_CONFIG, FAMILY_STEPS, NUM_PRETRAIN, NUM_PROBE,
-                          NUM_TEST, PRETRAIN, TINY, attack_metrics, cifar_subset, family_config,
-                          run_finetune_attack, simclr_pretrain)
+from attack_setup import (ATTACK, BADENCODER_CONFIG, ESTAS_CONFIG, FAMILY_STEPS, NUM_PRETRAIN,
+                          NUM_PROBE, NUM_TEST, PRETRAIN, TINY, attack_metrics, cifar_subset,
+                          family_config, run_finetune_attack, simclr_pretrain)
 from bmaiu_plugin.registry import MODELS
 from defenses.test_searched_trigger_defense import DEFENSE, run_searched_trigger_defense
+
+#: The paper's fine-tuning attacks beside BadEncoder's trigger families: (config, attack
+#: steps, the evaluator's trigger preset); the 4-target encoder as in
+#: ``tests/attacks/test_attack_asr.py``.
+ATTACKS = {
+    'badencoder': (BADENCODER_CONFIG, ATTACK['steps'], 'badencoder'),
+    'estas': (ESTAS_CONFIG, ATTACK['steps'], 'estas'),
+    'multitarget4': ('configs/attacks/badencoder-multitarget4_resnet18-w16_simclr_1xb64-10e_'
+                     'cifar10.py', 240, 'multitarget4'),
+}
+
+
+def attack_of(family: str):
+    """``(config, steps, evaluate)`` of a family (``clean``: BadEncoder's trigger, no attack)."""
+    if family in ATTACKS or family == 'clean':
+        return ATTACKS.get(family, ATTACKS['badencoder'])
+    return family_config(family), FAMILY_STEPS[family], f'badencoder-{family}'
+
+
+def summary(metrics: dict) -> dict:
+    """BA / ASR / PA of the evaluator's trigger; for several (the 4-target encoder): ASR and PA
+    averaged over the targets, each target's under ``targets``."""
+    rows = list(metrics.values())
+    out = {k: round(sum(r[k] for r in rows) / len(rows), 2) for k in ('BA', 'ASR', 'PA')}
+    if len(rows) > 1:
+        out['targets'] = {n: round(r['ASR'], 2) for n, r in metrics.items()}
+    return out
+
 
 def load_encoder(path: str) -> torch.nn.Module:
     enc = MODELS.build(dict(TINY))
@@ -54,26 +83,23 @@ def main():
     if not osp.isfile(clean):
         torch.save(simclr_pretrain(train_x, **PRETRAIN).state_dict(), clean)
     for family in args.families:
-        evaluate = 'badencoder' if family in ('clean', 'badencoder') else f'badencoder-{family}'
+        config, steps, evaluate = attack_of(family)
         for seed in args.seeds:
             # seed k: the attack's (batches) and the defense's (batches, searches) seed
             suspect = clean if family == 'clean' else osp.join(args.cache, f'{family}-s{seed}.pth')
             if not osp.isfile(suspect):
-                config = BADENCODER_CONFIG if family == 'badencoder' else family_config(family)
-                steps = ATTACK['steps'] if family == 'badencoder' else FAMILY_STEPS[family]
                 model = run_finetune_attack(config, clean, args.root,
                                             **dict(ATTACK, steps=steps, seed=seed))
                 # written whole (another run may build the same suspect beside this one)
                 torch.save(model.backbone.state_dict(), suspect + '.part')
                 os.replace(suspect + '.part', suspect)
-            (_, before), = attack_metrics(load_encoder(suspect), data, evaluate).items()
+            before = summary(attack_metrics(load_encoder(suspect), data, evaluate))
             t0 = time.time()
             model = run_searched_trigger_defense(suspect, args.root, config=args.defense,
                                                  **dict(DEFENSE, seed=seed))
-            (_, after), = attack_metrics(model.backbone, data, evaluate).items()
+            after = summary(attack_metrics(model.backbone, data, evaluate))
             row = dict(family=family, defense=osp.basename(args.defense), seed=seed,
-                       before={k: round(before[k], 2) for k in ('BA', 'ASR', 'PA')},
-                       after={k: round(after[k], 2) for k in ('BA', 'ASR', 'PA')},
+                       before=before, after=after,
                        report=model.defense_report().get('trigger_search'),
                        seconds=round(time.time() - t0))
             print(json.dumps(row), flush=True)

@@ -56,6 +56,24 @@ def test_window_member_pastes_one_window_pattern_per_image_evenly():
     assert sorted(used) == sorted(list(range(16)) * 2)  # dealt out evenly: two per window
 
 
+def test_each_window_alone_is_the_fixed_place_patch_the_member_pastes_there():
+    t, x = _member(MEMBERS[0], 3.), _imgs(32).float()
+    out, win = t.stamp_with(x, t.theta, torch.Generator().manual_seed(0))
+    for k in (0, 5, 15):
+        patch = t.group_trigger(k)
+        py, px = t.positions[k].tolist()
+        assert patch.position == (py, px) and patch.size == 8
+        alone = patch(x)
+        outside = torch.ones(32, 32, dtype=torch.bool)
+        outside[py:py + 8, px:px + 8] = False
+        assert torch.equal(alone[:, :, outside], x[:, :, outside])
+        # the member's own stamp on the images it dealt to window k, up to the rounding
+        dealt = win == k
+        assert dealt.sum() == 2
+        assert (alone[dealt] - out[dealt]).abs().max() <= 0.5 + 1e-4
+    assert MaskPatternSearch(img_size=32).group_trigger(0).family == 'mask'  # one group: itself
+
+
 def test_additive_member_is_bounded_by_eps():
     t, x = _member(MEMBERS[2], 5.), _imgs(8).float()
     delta = t(x) - x
@@ -96,7 +114,7 @@ def test_search_raises_the_collapse_and_leaves_the_encoder(cfg):
 
 def test_search_and_members_bad_values():
     enc, t = _encoder(), WindowPatchSearch(size=8, stride=8)
-    with pytest.raises(ConfigValueError, match='batch_size must be >= 32'):
+    with pytest.raises(ConfigValueError, match='16 groups and needs batch_size >= 32, got 16'):
         search_collapse(t, enc, NORM, _imgs(64), batch_size=16)  # two per window of 16
     for build, match in ((lambda: AdditiveSearch(eps=0), 'additive eps'),
                          (lambda: MaskPatternSearch(area=-1), 'mask area'),

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bmaiu_plugin.evaluation.audit import (AUDIT_DEFAULTS, audit_encoder, check_audit_cfg,
-                                           landing_asr)
+                                           inverted_triggers, landing_asr)
 from bmaiu_plugin.models.features import CIFAR10_MEAN, CIFAR10_STD, PixelNormalizer
 from bmaiu_plugin.utils.errors import ConfigValueError
 
@@ -44,8 +44,8 @@ def test_grouped_pairwise_cosine_is_the_per_group_mean_pairwise_cosine():
     assert torch.isnan(got[3])  # one row: no pair
 
 
-def test_window_grid_covers_every_pixel_and_the_search_checks_its_batch():
-    from bmaiu_plugin.defenses.trigger_search import search_window_patterns, window_grid
+def test_window_grid_covers_every_pixel_and_the_audit_checks_the_window_batch():
+    from bmaiu_plugin.defenses.search_space import window_grid
     pos = window_grid(32, 32, 10, 10)
     assert sorted({int(y) for y in pos[:, 0]}) == [0, 10, 20, 22] and len(pos) == 16
     assert window_grid(32, 32, 16, 16).tolist() == [[0, 0], [0, 16], [16, 0], [16, 16]]
@@ -55,11 +55,14 @@ def test_window_grid_covers_every_pixel_and_the_search_checks_its_batch():
     enc = MODELS.build(dict(type='ResNet_CIFAR', depth=18, stem_channels=8, base_channels=8))
     imgs = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
     norm = PixelNormalizer(CIFAR10_MEAN, CIFAR10_STD)
-    with pytest.raises(ConfigValueError, match='batch_size >= 32'):
-        search_window_patterns(enc, norm, imgs, 10, steps=1, batch_size=16)
-    pos, patterns, collapse = search_window_patterns(enc, norm, imgs, 16, steps=2, batch_size=8)
-    assert pos.shape == (4, 2) and patterns.shape == (4, 3, 16, 16) and collapse.shape == (4,)
-    assert patterns.min() >= 0 and patterns.max() <= 255 and torch.isfinite(collapse).all()
+    cfg = check_audit_cfg(dict(patch_sizes=[], window_sizes=[10], search_steps=1, batch_size=16))
+    with pytest.raises(ConfigValueError, match='batch_size'):  # 16 windows need 32 images
+        inverted_triggers(enc, norm, imgs, cfg)
+    cfg = check_audit_cfg(dict(patch_sizes=[], window_sizes=[16], search_steps=2, batch_size=8))
+    window = inverted_triggers(enc, norm, imgs, cfg)['window16']
+    assert window.size == 16 and list(window.position) in window_grid(32, 32, 16, 16).tolist()
+    assert window.pattern.min() >= 0 and window.pattern.max() <= 255
+    assert torch.equal(window.pattern, window.pattern.round())
 
 
 def test_defaults_and_off():
@@ -99,14 +102,13 @@ def test_audit_finds_the_latent_target_blind(asr_data, clean_encoder, badencoder
     target (truck), on the clean encoder elsewhere, and the fixed-place family collapses features
     more than random positions do (BadEncoder's square sits at one place).
 
-    Measured (one CPU thread; collapse / landing ASR / class), AMD EPYC: suspect patch10
-    0.876 / 26.1 / airplane, window10 0.927 / 54.0 / truck (the audit's headline); clean
-    patch10 0.831 / 30.4 / airplane (headline), window10 0.887 / 25.8 / automobile.  On an Intel
-    Xeon (other float kernels, so another encoder at this chaotic scale): suspect patch10
-    0.859 / 25.4 and window10 0.953 / 75.4, both truck; clean 0.810 / 22.1 and 0.914 / 73.8,
-    both airplane.  The size of the collapse does not separate the two: on this weak encoder
-    (clean features already at mean cosine 0.70) size-bounded patterns collapse a clean
-    encoder too; the landing class of the strongest inversion does."""
+    Measured (one CPU thread; collapse / landing ASR / class), 2-core AMD EPYC (AVX2): suspect
+    patch10 0.876 / 26.1 / airplane, window10 0.925 / 51.8 / truck (the audit's headline); clean
+    patch10 0.831 / 30.4 / airplane (headline), window10 0.889 / 28.0 / airplane.  Other CPUs'
+    float kernels train another encoder at this chaotic scale (an Intel Xeon gave the suspect's
+    patch10 inversion on truck too).  The size of the collapse does not separate the two: on
+    this weak encoder (clean features already at mean cosine 0.70) size-bounded patterns
+    collapse a clean encoder too; the landing class of the strongest inversion does."""
     from bmaiu_plugin.evaluation.diagnostics import shadow_images
     cfg = check_audit_cfg(dict(patch_sizes=[10], window_sizes=[10], search_steps=100))
     norm = PixelNormalizer(CIFAR10_MEAN, CIFAR10_STD)

@@ -459,11 +459,11 @@ def test_seeds_offset_the_models_own_seeds(tmp_path):
     assert seeds['seed2/simclr/clean/none'] == {'randomness.seed': 2}
     assert seeds['seed2/simclr/badencoder/none'] == {'model.seed': 102, 'randomness.seed': 2}
     assert seeds['seed0/simclr/badencoder/none'] == {'model.seed': 100, 'randomness.seed': 0}
-    assert seeds['seed2/simclr/estas/bmaiu'] == {
+    assert seeds['seed2/simclr/badencoder/bmaiu'] == {
         'model.custom_trigger.seed': 2027, 'model.seed': 2, 'randomness.seed': 2}
-    assert seeds['seed2/simclr/estas/searched_trigger'] == {
+    assert seeds['seed2/simclr/badencoder/searched_trigger'] == {
         'model.trigger.seed': 2027, 'model.seed': 2, 'randomness.seed': 2}
-    assert seeds['seed2/simclr/estas/clp'] == {'randomness.seed': 2}
+    assert seeds['seed2/simclr/badencoder/clp'] == {'randomness.seed': 2}
     # an entry's own model.seed is the base the offset adds to
     cfg.defenses.finetune.cfg_options = {**cfg.defenses.finetune.cfg_options, 'model.seed': 7}
     by = {s.name: s for s in expand(cfg, str(tmp_path))}
@@ -664,28 +664,31 @@ def test_shipped_pipelines_expand(path, tmp_path):
 def test_quickstart_plan(tmp_path):
     cfg = Config.fromfile(osp.join(REPO, 'configs/pipelines/quickstart.py'))
     steps = expand(cfg, str(tmp_path))
-    assert len(steps) == 11
-    assert {s.attack for s in steps} == {'clean', 'badencoder', 'estas'}
-    assert {s.defense for s in steps} == {'none', 'clp', 'bmaiu', 'searched_trigger', 'finetune'}
-    assert all('-w16' in s.config or s.attack == 'estas' and s.defense == 'none'
-               for s in steps)
+    assert [s.name for s in steps] == ['simclr/clean/none'] + [
+        f'simclr/badencoder/{d}' for d in ('none', 'clp', 'bmaiu', 'searched_trigger', 'finetune')]
+    assert all('-w16' in s.config for s in steps)
     # the fast paths on every step; the SSL views made on the device
     assert all(s.cfg_options['channels_last'] is True for s in steps)
     assert steps[0].config.endswith('-devaug_cifar10.py')
-    # the opt-in poisoning rows: the same steps (same work dirs, so they are reused) plus
-    # SSL-Backdoor and CTRL with CLP and BMAIU
-    poison = expand(Config.fromfile(osp.join(REPO, 'configs/pipelines/quickstart_poisoning.py')),
-                    str(tmp_path))
-    by = {s.name: s for s in poison}
-    assert len(poison) == 17 and all(by[s.name].work_dir == s.work_dir for s in steps)
+    by = {s.name: s for s in steps}
+    assert by['simclr/badencoder/none'].cfg_options['model.targets.0.reference.num'] == 50
+    searched = by['simclr/badencoder/searched_trigger'].cfg_options
+    assert (searched['model.search.steps'], searched['model.restart_steps']) == (200, 50)
+    # the opt-in rows: the same steps (same work dirs, so they are reused) plus ESTAS with every
+    # defense and SSL-Backdoor and CTRL with CLP and BMAIU
+    full_cfg = Config.fromfile(osp.join(REPO, 'configs/pipelines/quickstart_full.py'))
+    full = expand(full_cfg, str(tmp_path))
+    by = {s.name: s for s in full}
+    assert len(full) == 17 and all(by[s.name].work_dir == s.work_dir for s in steps)
     extra = sorted(set(by) - {s.name for s in steps})
-    assert extra == sorted(f'simclr/{a}/{d}' for a in ('ctrl', 'sslbackdoor')
-                           for d in ('bmaiu', 'clp', 'none'))
-    est = PipelineRunner(poison, stream=io.StringIO(),
-                         estimates=Config.fromfile(osp.join(
-                             REPO, 'configs/pipelines/quickstart_poisoning.py')).estimates)
-    assert est.progress.estimate(by['simclr/ctrl/none']) == 365.
-    assert est.progress.estimate(by['simclr/badencoder/none']) == 120.
+    assert extra == sorted([f'simclr/{a}/{d}' for a in ('ctrl', 'sslbackdoor')
+                            for d in ('bmaiu', 'clp', 'none')] + [
+        f'simclr/estas/{d}' for d in ('none', 'clp', 'bmaiu', 'searched_trigger', 'finetune')])
+    assert by['simclr/estas/none'].cfg_options['model.targets.0.reference.num'] == 50
+    est = PipelineRunner(full, stream=io.StringIO(), estimates=full_cfg.estimates)
+    assert est.progress.estimate(by['simclr/ctrl/none']) == 240.
+    assert est.progress.estimate(by['simclr/estas/none']) == 200.
+    assert est.progress.estimate(by['simclr/badencoder/none']) == cfg.estimates['*/*/none']
 
 
 def test_trigger_battery_plan(tmp_path):
@@ -724,7 +727,22 @@ def test_cli_dry_run(tmp_path, capsys):
     finally:
         os.chdir(cwd)
     out = capsys.readouterr().out
-    assert rc == 0 and out.startswith('pipeline: 11 steps')
+    assert rc == 0 and out.startswith('pipeline: 6 steps')
     assert f'--work-dir {tmp_path}/qs/simclr/badencoder/bmaiu' in out
     assert not osp.exists(tmp_path / 'qs')
     assert cli.main([str(tmp_path / 'nope.py'), '--dry-run']) == 2
+
+
+def test_tables_leave_out_every_trigger_of_the_defenses_own():
+    """The searched-trigger defense probes its patch (``custom``) and each search-space member
+    (``custom-window``, ...) beside the attacker's trigger: the tables' ASR / PA are the
+    attacker's alone."""
+    from bmaiu_plugin.defenses.base import is_own_trigger, own_trigger_name
+    from bmaiu_plugin.pipeline.report import attack_metrics
+    entry = {'BA': 31.9, 'ASR': [22.26, 10.88, 10.43], 'PA': [23.87, 28.77, 28.1],
+             'triggers': ['badencoder', 'custom', 'custom-window']}
+    assert attack_metrics(entry) == dict(BA=31.9, ASR=22.26, PA=23.87, audit_ASR=None,
+                                         audit_collapse=None)
+    assert own_trigger_name() == 'custom' and own_trigger_name('mask') == 'custom-mask'
+    assert is_own_trigger('custom-mask') and not is_own_trigger('badencoder-blend')
+    assert not is_own_trigger('customs')

@@ -1,8 +1,8 @@
-# The quickstart with its poisoning rows: quickstart.py plus SSL-Backdoor and CTRL, which poison
-# the same 3-epoch / 40 % SimCLR pretraining (two more pretrainings, about as long as the rest of
-# the quickstart together), defended by CLP and BMAIU.  Same work dir as quickstart.py, so after
-# `bash tools/quickstart.sh` only the poisoning steps run:
-#   python tools/pipeline.py configs/pipelines/quickstart_poisoning.py
+# The quickstart with every attack: quickstart.py plus ESTAS (the other fine-tuning attack,
+# defended like BadEncoder) and the poisoning attacks SSL-Backdoor and CTRL, which poison the
+# same 3-epoch SimCLR pretraining (two more pretrainings), defended by CLP and BMAIU.  Same work
+# dir as quickstart.py, so after `bash tools/quickstart.sh` only the new steps run:
+#   python tools/pipeline.py configs/pipelines/quickstart_full.py
 # At this scale the poisoning attacks do not take (ASR at the clean encoder's level; they need
 # hundreds of SSL epochs, configs/pipelines/paper_cifar10.py): the rows show that, and what the
 # defenses cost on an encoder with no working backdoor.  Needs the SSL-Backdoor trigger in
@@ -10,15 +10,18 @@
 _base_ = ['./quickstart.py']
 
 attacks = dict(
+    estas=dict(
+        name='ESTAS', type='finetune', evaluate='estas',
+        config='configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
     sslbackdoor=dict(
         name='SSL-Backdoor', type='poison', evaluate='sslbackdoor',
         config=dict(
             simclr='configs/attacks/sslbackdoor_resnet18-w16_simclr_1xb256-coslr-8e_cifar10.py'),
-        cfg_options={'train_dataloader.dataset.dataset.indices': 20000}),
+        cfg_options={'train_dataloader.dataset.dataset.indices': 10000}),
     ctrl=dict(
         name='CTRL', type='poison', evaluate='ctrl',
         config=dict(simclr='configs/attacks/ctrl_resnet18-w16_simclr_1xb256-coslr-8e_cifar10.py'),
-        cfg_options={'train_dataloader.dataset.dataset.indices': 20000}),
+        cfg_options={'train_dataloader.dataset.dataset.indices': 10000}),
 )
 
 studies = dict(
@@ -30,4 +33,4 @@ studies = dict(
         defenses=['clp', 'bmaiu', 'searched_trigger', 'finetune']),
 )
 
-estimates = {'*/sslbackdoor/none': 425, '*/ctrl/none': 365}
+estimates = {'*/sslbackdoor/none': 270, '*/ctrl/none': 240, '*/estas/none': 200}
