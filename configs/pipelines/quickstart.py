@@ -71,6 +71,11 @@ attacks = dict(
     badencoder=dict(
         name='BadEncoder', type='finetune', evaluate='badencoder',
         config='configs/attacks/badencoder_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
+    # declared for the pipelines built on this one (quickstart_full.py, the trigger battery);
+    # the quickstart's own study runs BadEncoder only
+    estas=dict(
+        name='ESTAS', type='finetune', evaluate='estas',
+        config='configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
 )
 
 defenses = dict(

@@ -10,9 +10,6 @@
 _base_ = ['./quickstart.py']
 
 attacks = dict(
-    estas=dict(
-        name='ESTAS', type='finetune', evaluate='estas',
-        config='configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
     sslbackdoor=dict(
         name='SSL-Backdoor', type='poison', evaluate='sslbackdoor',
         config=dict(

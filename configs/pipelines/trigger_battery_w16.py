@@ -38,9 +38,6 @@ options = dict(
 
 _family = 'configs/attacks/badencoder-{}_resnet18-w16_simclr_1xb256-10e_cifar10.py'
 attacks = dict(
-    estas=dict(
-        name='ESTAS', type='finetune', evaluate='estas',
-        config='configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py'),
     drupe=dict(
         name='DRUPE', type='finetune', evaluate='drupe',
         config='configs/attacks/drupe_resnet18-w16_simclr_1xb256-10e_cifar10.py'),

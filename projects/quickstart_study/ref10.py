@@ -8,9 +8,6 @@ ssl = dict(simclr=dict(cfg_options={'train_dataloader.dataset.indices': 20000}))
 _ref = {'model.targets.0.reference.num': 10}
 attacks = dict(
     badencoder=dict(cfg_options=_ref),
-    estas=dict(
-        name='ESTAS', type='finetune', evaluate='estas',
-        config='configs/attacks/estas_resnet18-w16_simclr_1xb256-10e_cifar10.py',
-        cfg_options=_ref),
+    estas=dict(cfg_options=_ref),
 )
 studies = dict(table3=dict(attacks=['badencoder', 'estas']))
